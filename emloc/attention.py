@@ -1,0 +1,134 @@
+"""Memory-prefix attention: the one place where a task memory meets a transformers attention layer.
+
+transformers' attention modules compute rotated queries/keys, update their cache, then call the function
+registered under `config._attn_implementation` with every extra keyword they received. We register
+`emloc_sdpa` and `emloc_eager`, thin wrappers around the stock SDPA and eager functions. When a call carries
+an `emloc=AttentionContext(...)` keyword, the wrapper
+
+1. prepends the layer's memory keys/values (post-RoPE, fully visible, their own length per layer) in front
+   of the query's own keys, with a zero block in front of the additive mask (method.md §4.1, §9.1), and
+2. optionally accumulates, for selected query rows, the softmax attention over a span of keys, summed per
+   KV-head group (GQA) — the scores EMLoC and the fixed-ratio baselines rank tokens by (method.md §3.1, §9.4).
+   Only those rows are materialised, in float32; the attention output itself is still computed by SDPA.
+
+Without the keyword the wrappers are the stock functions, so the model's own forward/generate keep working.
+The per-query cache stays a normal `DynamicCache` holding only query tokens: memory lengths never touch
+`get_seq_length`, `cache_position` or the mask width (method.md §9.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import eager_attention_forward
+
+BASES = {"sdpa": sdpa_attention_forward, "eager": eager_attention_forward}
+MASKS = {"sdpa": sdpa_mask, "eager": eager_mask}
+
+
+@dataclass
+class AttentionContext:
+    """Per-forward instructions for the wrapper.
+
+    Attributes
+    ----------
+    prefix : list of (keys, values) or None, one per layer
+        memory entries, each (1, num_kv_heads, M_l, head_dim); broadcast over the batch.
+    prefix_bias : dict layer -> tensor, optional
+        additive bias (1, num_heads | 1, 1, M_l) on the prefix columns; used to mask entries of a full-length
+        memory (tests the equivalence of pruning and masking).
+    score_rows : (bsz, q_len) bool, optional
+        query rows whose attention is accumulated.
+    score_start : list[int], optional
+        per layer, the first prefix index included in the scoring softmax (earlier entries — the compressed
+        history — are excluded from the normalisation, method.md §9.4). Default: the whole prefix.
+    tail_scores / own_scores : outputs, per layer
+        (num_kv_heads, M_l - score_start) summed over rows and batch; (bsz, num_kv_heads, k_len) per row.
+    """
+
+    prefix: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None
+    prefix_bias: dict[int, torch.Tensor] = field(default_factory=dict)
+    score_rows: torch.Tensor | None = None
+    score_start: list[int] | None = None
+    tail_scores: dict[int, torch.Tensor] = field(default_factory=dict)
+    own_scores: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def _memory_attention(module, query, key, value, attention_mask, *, _base, emloc: AttentionContext | None = None, **kw):
+    if emloc is None:
+        return _base(module, query, key, value, attention_mask, **kw)
+    layer = module.layer_idx
+    bsz, q_len = query.shape[0], query.shape[2]
+    pre = emloc.prefix[layer] if emloc.prefix is not None else None
+    if pre is not None:
+        pk, pv = pre
+        m = pk.shape[-2]
+        key = torch.cat([pk.to(key.dtype).expand(bsz, -1, -1, -1), key], dim=2)
+        value = torch.cat([pv.to(value.dtype).expand(bsz, -1, -1, -1), value], dim=2)
+        block = torch.zeros(bsz, 1, q_len, m, dtype=attention_mask.dtype, device=attention_mask.device)
+        if layer in emloc.prefix_bias:
+            block = block + emloc.prefix_bias[layer].to(block.dtype)
+            attention_mask = attention_mask.expand(bsz, block.shape[1], -1, -1)
+        attention_mask = torch.cat([block, attention_mask], dim=-1)
+    if emloc.score_rows is not None:
+        m = 0 if pre is None else pre[0].shape[-2]
+        start = emloc.score_start[layer] if emloc.score_start is not None else 0
+        _accumulate_scores(emloc, layer, query, key, attention_mask, m, start, kw.get("scaling"))
+    return _base(module, query, key, value, attention_mask, **kw)
+
+
+def _accumulate_scores(ctx: AttentionContext, layer: int, query, key, mask, m: int, start: int, scaling) -> None:
+    """Softmax attention of the selected rows over keys[start:], summed over rows and per KV-head group."""
+    num_heads, num_kv = query.shape[1], key.shape[1]
+    group = num_heads // num_kv
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    tail = torch.zeros(num_kv, m - start, dtype=torch.float32, device=query.device)
+    own = torch.zeros(query.shape[0], num_kv, key.shape[2] - m, dtype=torch.float32, device=query.device)
+    for b in range(query.shape[0]):
+        rows = ctx.score_rows[b].nonzero(as_tuple=True)[0]
+        for r in rows.split(256):
+            q = query[b, :, r].float()  # (heads, n, head_dim)
+            k = key[b, :, start:].float().repeat_interleave(group, dim=0)  # (heads, k, head_dim), repeat_kv layout
+            logits = q @ k.transpose(-1, -2) * scale + mask[b, :, r, start:].float()
+            probs = torch.softmax(logits, dim=-1).sum(dim=1)  # (heads, k)
+            probs = probs.view(num_kv, group, -1).sum(dim=1)  # sum over the query heads of a KV group
+            tail += probs[:, : m - start]
+            own[b] += probs[:, m - start :]
+    ctx.tail_scores[layer] = ctx.tail_scores.get(layer, 0) + tail
+    ctx.own_scores[layer] = ctx.own_scores.get(layer, 0) + own
+
+
+def register() -> None:
+    """Register `emloc_sdpa` / `emloc_eager` attention (and their mask builders) with transformers. Idempotent."""
+    for name, base in BASES.items():
+        ALL_ATTENTION_FUNCTIONS.register(f"emloc_{name}", partial(_memory_attention, _base=base))
+        ALL_MASK_ATTENTION_FUNCTIONS.register(f"emloc_{name}", MASKS[name])
+
+
+def install(model: torch.nn.Module, base: str) -> None:
+    """Switch a loaded model to the memory-aware wrapper around `base` ("sdpa" or "eager")."""
+    if base not in BASES:
+        raise NotImplementedError(f"attention implementation {base!r} cannot carry a task memory; use one of {sorted(BASES)}")
+    register()
+    model.set_attn_implementation(f"emloc_{base}")
+
+
+def additive_mask(key_valid: torch.Tensor, q_len: int, dtype: torch.dtype) -> torch.Tensor:
+    """Causal additive mask over a query's own keys.
+
+    key_valid : (bsz, k_len) bool — which own keys are real tokens (False: padding). The queries are the last
+    `q_len` keys. A row may always see itself, so padded query rows never become fully masked.
+    Returns (bsz, 1, q_len, k_len) with 0 where visible and the dtype's minimum elsewhere.
+    """
+    bsz, k_len = key_valid.shape
+    qpos = torch.arange(k_len - q_len, k_len, device=key_valid.device)
+    kpos = torch.arange(k_len, device=key_valid.device)
+    causal = kpos[None, :] <= qpos[:, None]
+    visible = (causal[None] & key_valid[:, None, :]) | (kpos[None, None, :] == qpos[None, :, None])
+    out = torch.zeros(bsz, 1, q_len, k_len, dtype=dtype, device=key_valid.device)
+    return out.masked_fill(~visible[:, None], torch.finfo(dtype).min)

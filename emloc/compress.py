@@ -1,0 +1,213 @@
+"""Building a task memory from demonstrations: the whole EMLoC algorithm, top to bottom (paper §3).
+
+`Compressor` is the chunk loop shared by every method (method.md §2):
+
+1. Render the demonstrations as one conversation and cut it into chunks of `chunk_size` demos.
+2. Encode a chunk with the memory built so far as an always-visible prefix, positioned after the memory's
+   uncompressed extent; collect the chunk's own keys/values per layer.
+3. Ask the method which of the chunk's entries to keep in each layer (`select`), append them to the memory,
+   and advance the offset by the chunk's position extent (kept entries keep their positions).
+
+`FullContext` keeps everything (the paper's MLoC; with one chunk it is the plain many-shot prompt),
+`ZeroShot` keeps only the system turn, and `EMLoC` selects by the JS-bounded layer-wise search:
+
+4. Self-probes: every demo of the chunk is re-encoded alone after [history | chunk]; this teacher pass keeps
+   the input of every layer and the attention of the probes' answer-predicting rows over the chunk (softmax
+   over [chunk | probe], the compressed history excluded).
+5. Scores per layer and KV head: summed attention, average-pooled, the chunk's own answer tokens protected.
+6. Top-down search over the keep-ratio ladder: a trial prunes some layers ≥ l, re-runs the probes from the
+   stored input of layer l and compares the answer distributions with the teacher's (JS, fp32, nats/token).
+
+Fixed-ratio baselines live in `baselines`; answering queries lives in `generate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+from transformers.cache_utils import DynamicCache
+
+from emloc import pruning, scoring
+from emloc.attention import AttentionContext
+from emloc.data.base import Example
+from emloc.divergence import js_divergence
+from emloc.memory import ChunkRecord, TaskMemory
+from emloc.prompts import KIND_NAMES, Batch, Row, chunks
+
+log = logging.getLogger(__name__)
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class ChunkState:
+    """What `select` sees of one chunk: its tokens, its own KV per layer, and the memory before it."""
+
+    batch: Batch  # the chunk as one row
+    demos: list[Row]  # each demo of the chunk alone (for probes)
+    kv: list[KV]  # per layer (1, kv_heads, n, head_dim)
+    history: list[KV | None]  # memory before this chunk, per layer
+    offset_after: int  # first position after the chunk
+    scores: AttentionContext  # the chunk forward's context (own-attention scores when `score_rows` was set)
+    index: int = 0
+
+    @property
+    def length(self) -> int:
+        return self.batch.ids.shape[1]
+
+
+def _cat(a: KV | None, b: KV) -> KV:
+    return b if a is None else (torch.cat([a[0], b[0]], 2), torch.cat([a[1], b[1]], 2))
+
+
+@dataclass
+class Compressor:
+    """Chunk loop; subclasses decide what each layer keeps. `chunk_size=None`: all demos in one chunk."""
+
+    chunk_size: int | None = None
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
+            raise ValueError(f"chunk_size must be an integer >= 1 or null, got {self.chunk_size!r}")
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__.lower()
+
+    def params(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "show_progress"}
+
+    def validate_demos(self, demos: list[Example]) -> None:
+        if not demos:
+            raise ValueError(f"{self.name} needs at least one demonstration, got an empty list")
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def build(self, adapter, demos: list[Example], instruction: str | None = None) -> TaskMemory:
+        self.validate_demos(demos)
+        renderer = adapter.renderer(instruction)
+        memory = TaskMemory(adapter.num_layers, {**adapter.signature(), "method": self.name, **self.params(),
+                                                 "instruction": instruction, "demo_ids": [d.uid for d in demos]})
+        groups = chunks(demos, self.chunk_size or max(len(demos), 1)) if demos else [[]]
+        for index, group in enumerate(tqdm(groups, desc=f"compress[{self.name}]", disable=not self.show_progress)):
+            rows = [renderer.demo(d) for d in group]
+            seq = sum(rows, renderer.preamble() if index == 0 else Row([], [], []))
+            self._add_chunk(adapter, memory, seq, rows, index)
+        return memory
+
+    def _add_chunk(self, adapter, memory: TaskMemory, seq: Row, rows: list[Row], index: int) -> None:
+        start = time.perf_counter()
+        batch = adapter.collate([seq])
+        prep = adapter.prepare(batch, memory.position_offset)
+        history = memory.prefix()
+        ctx = AttentionContext(prefix=history, score_rows=self.chunk_score_rows(batch),
+                               score_start=memory.lengths())
+        cache = DynamicCache()
+        adapter.run_layers(prep.hidden, prep.positions, prep.valid, ctx, cache=cache)
+        kv = [(lay.keys, lay.values) for lay in cache.layers]
+        state = ChunkState(batch, rows, kv, history, int(prep.extents[0]), ctx, index)
+        keep, js, trials = self.select(adapter, state)
+        record = ChunkRecord(index, len(rows), state.length, [], [], [], trials=trials)
+        kinds = batch.kinds[0]
+        for layer, idx in enumerate(keep):
+            entries = kv[layer] if idx is None else scoring.gather(kv[layer], idx)
+            memory.append(layer, *entries)
+            record.kept.append(entries[0].shape[-2])
+            record.js.append(js.get(layer))
+            k = kinds.expand(kv[layer][0].shape[1], -1) if idx is None else kinds[idx.cpu()]
+            record.kept_by_kind.append({n: float((k == i).sum()) / k.shape[0] for i, n in enumerate(KIND_NAMES)})
+        record.tokens_by_kind = {n: int((kinds == i).sum()) for i, n in enumerate(KIND_NAMES)}
+        memory.advance(state.offset_after - memory.position_offset, state.length)
+        record.seconds = time.perf_counter() - start
+        memory.chunks.append(record)
+
+    # -- what subclasses override -------------------------------------------------------------------------
+    def chunk_score_rows(self, batch: Batch) -> torch.Tensor | None:
+        """Rows of the chunk forward whose attention to the chunk is accumulated (baselines); None: no scoring."""
+        return None
+
+    def select(self, adapter, state: ChunkState) -> tuple[list[torch.Tensor | None], dict[int, float], int]:
+        """Per layer the kept indices (kv_heads, n) or None for all; per layer JS; number of trials."""
+        return [None] * len(state.kv), {}, 0
+
+
+@dataclass
+class FullContext(Compressor):
+    """Uncompressed many-shot context (MLoC). Chunked or not, the memory is the same exact KV."""
+
+
+@dataclass
+class ZeroShot(Compressor):
+    """No demonstrations: the memory holds only the system turn, so queries see the plain chat prompt."""
+
+    def validate_demos(self, demos: list[Example]) -> None:
+        pass
+
+    @torch.no_grad()
+    def build(self, adapter, demos: list[Example], instruction: str | None = None) -> TaskMemory:
+        return super().build(adapter, [], instruction)
+
+
+@dataclass
+class EMLoC(Compressor):
+    """Chunk-wise compression with JS-bounded layer-wise adaptive pruning.
+
+    Parameters
+    ----------
+    chunk_size : demonstrations per chunk (reference: 4; 20 for ImageNet).
+    js_threshold : δ, the bound on the mean JS divergence (nats per answer token) of the probes' answers.
+    keep_ratios : increasing ladder of fractions of the chunk tried per layer; if none passes the layer keeps all.
+    pool_kernel : average-pooling kernel applied to the scores along the token axis.
+    search : "greedy" (the reference, one layer at a time) or "bisect" (blocks of layers, same bound).
+    """
+
+    chunk_size: int | None = 4
+    js_threshold: float = 0.005
+    keep_ratios: tuple[float, ...] = (0.1, 0.2, 0.5)
+    pool_kernel: int = 5
+    search: str = "bisect"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        d = self.js_threshold
+        if not isinstance(d, (int, float)) or math.isnan(d) or d < 0:
+            raise ValueError(f"js_threshold must be a number >= 0, got {d!r}")
+        ratios = tuple(float(r) for r in self.keep_ratios)
+        if not ratios or any(not 0 < r <= 1 for r in ratios) or any(b <= a for a, b in zip(ratios, ratios[1:])):
+            raise ValueError(f"keep_ratios must be strictly increasing values in (0, 1], got {list(self.keep_ratios)}")
+        self.keep_ratios = ratios
+        scoring.smooth(torch.zeros(1, 1), self.pool_kernel)  # validates the kernel
+        if self.search not in pruning.SEARCHES:
+            raise ValueError(f"search must be one of {sorted(pruning.SEARCHES)}, got {self.search!r}")
+
+    def select(self, adapter, state: ChunkState):
+        # 4. teacher pass: probes after [history | full chunk]
+        work = [_cat(h, c) for h, c in zip(state.history, state.kv)]
+        probes = adapter.collate(state.demos)
+        prep = adapter.prepare(probes, state.offset_after)
+        rows = probes.predict.to(adapter.device)
+        ctx = AttentionContext(prefix=work, score_rows=rows, score_start=[0 if h is None else h[0].shape[-2] for h in state.history])
+        final, inputs = adapter.run_layers(prep.hidden, prep.positions, prep.valid, ctx, keep_inputs=True)
+        teacher = adapter.lm_logits(final[rows])
+        # 5. per layer, per KV head ranking of the chunk's entries
+        protected = (state.batch.targets[0] | state.batch.predict[0])
+        order = [scoring.rank(scoring.smooth(ctx.tail_scores[l], self.pool_kernel), protected) for l in range(len(work))]
+        counts = sorted({scoring.count_for(r, state.length) for r in self.keep_ratios} - {state.length})
+
+        # 6. trials: re-run the probes from the lowest pruned layer with the stored hidden state
+        def trial(assign: dict[int, int]) -> float:
+            prefix = list(work)
+            for layer, n in assign.items():
+                prefix[layer] = _cat(state.history[layer], scoring.gather(state.kv[layer], scoring.keep_indices(order[layer], n)))
+            low = min(assign)
+            out, _ = adapter.run_layers(inputs[low], prep.positions, prep.valid, AttentionContext(prefix=prefix), start=low)
+            return js_divergence(adapter.lm_logits(out[rows]), teacher)
+
+        result = pruning.SEARCHES[self.search](len(work), counts, trial, self.js_threshold)
+        keep = [scoring.keep_indices(order[l], result.kept[l]) if l in result.kept else None for l in range(len(work))]
+        return keep, result.js, result.trials

@@ -1,0 +1,194 @@
+"""The task memory: a compressed, reusable per-layer KV cache of the demonstrations (paper §3, method.md §3.5).
+
+`TaskMemory` is a transformers `Cache` with one `DynamicLayer` per decoder layer. Layers have independent
+lengths (each layer keeps its own number of entries; every KV head of a layer keeps the same count, but a
+different token set). Keys are stored after RoPE and are never re-rotated: a kept entry keeps the position
+it had in the uncompressed context, and anything that runs after the memory starts at `position_offset`,
+the *uncompressed* position extent (for M-RoPE: the sum over chunks of max position id + 1, not a token
+count).
+
+This module is the only one that touches cache internals. It deliberately does not run models: the memory
+is made by `compress` and consumed through the attention wrapper in `attention`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers.cache_utils import Cache, DynamicLayer
+
+FORMAT_VERSION = 1
+
+
+class MemoryMismatchError(ValueError):
+    """A saved memory was loaded for a model (or tokenizer) other than the one that made it."""
+
+
+@dataclass
+class ChunkRecord:
+    """What happened to one chunk: its size and, per layer, what was kept and the divergence accepted."""
+
+    index: int
+    num_demos: int
+    num_tokens: int
+    kept: list[int]  # per layer: entries kept per KV head
+    js: list[float | None]  # per layer: JS of the accepted trial covering this layer (None: never tested)
+    kept_by_kind: list[dict[str, float]] = field(default_factory=list)  # per layer: mean over heads
+    tokens_by_kind: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    trials: int = 0
+
+
+class TaskMemory(Cache):
+    """Per-layer KV memory plus the metadata needed to reuse it safely.
+
+    Parameters
+    ----------
+    num_layers : int
+        number of decoder layers of the model.
+    provenance : dict
+        model signature, tokenizer hash, demo ids and method parameters (checked on load).
+    """
+
+    def __init__(self, num_layers: int, provenance: dict[str, Any] | None = None) -> None:
+        super().__init__(layers=[DynamicLayer() for _ in range(num_layers)])
+        self.position_offset = 0  # uncompressed position extent: the first position after the memory
+        self.num_source_tokens = 0  # tokens of the uncompressed context
+        self.provenance: dict[str, Any] = dict(provenance or {})
+        self.chunks: list[ChunkRecord] = []
+
+    # ------------------------------------------------------------------ access
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(keys, values) of a layer, each (1, num_kv_heads, length, head_dim); None when empty."""
+        lay = self.layers[layer]
+        if not lay.is_initialized or lay.keys.numel() == 0:
+            return None
+        return lay.keys, lay.values
+
+    def lengths(self) -> list[int]:
+        return [0 if (kv := self.kv(i)) is None else kv[0].shape[-2] for i in range(self.num_layers)]
+
+    def prefix(self) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """The per-layer prefix handed to the attention wrapper."""
+        return [self.kv(i) for i in range(self.num_layers)]
+
+    # ------------------------------------------------------------------ building
+    def append(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Append entries to one layer. keys/values: (1, num_kv_heads, n, head_dim)."""
+        if keys.shape != values.shape or keys.ndim != 4 or keys.shape[0] != 1:
+            raise ValueError(f"expected (1, heads, n, head_dim) keys and values, got {tuple(keys.shape)}, {tuple(values.shape)}")
+        if keys.shape[-2] == 0:
+            return
+        self.layers[layer].update(keys.contiguous(), values.contiguous())
+
+    def advance(self, extent: int, num_tokens: int) -> None:
+        """Record that a chunk of `num_tokens` tokens spanning `extent` positions was consumed."""
+        self.position_offset += int(extent)
+        self.num_source_tokens += int(num_tokens)
+
+    def clone(self) -> TaskMemory:
+        new = TaskMemory(self.num_layers, self.provenance)
+        for i in range(self.num_layers):
+            if (kv := self.kv(i)) is not None:
+                new.append(i, kv[0].clone(), kv[1].clone())
+        new.position_offset, new.num_source_tokens = self.position_offset, self.num_source_tokens
+        new.chunks = list(self.chunks)
+        return new
+
+    # ------------------------------------------------------------------ statistics
+    @property
+    def memory_tokens(self) -> float:
+        """Mean entries per layer (per KV head): the paper's "context length" of a memory."""
+        return sum(self.lengths()) / max(self.num_layers, 1)
+
+    @property
+    def retention(self) -> float:
+        return self.memory_tokens / self.num_source_tokens if self.num_source_tokens else 1.0
+
+    def nbytes(self) -> int:
+        return sum(kv[0].numel() * kv[0].element_size() * 2 for i in range(self.num_layers) if (kv := self.kv(i)))
+
+    def stats(self) -> dict[str, Any]:
+        """JSON-ready summary: per layer lengths and per chunk records."""
+        return {
+            "num_layers": self.num_layers,
+            "position_offset": self.position_offset,
+            "num_source_tokens": self.num_source_tokens,
+            "memory_tokens": self.memory_tokens,
+            "retention": self.retention,
+            "bytes": self.nbytes(),
+            "layer_lengths": self.lengths(),
+            "chunks": [vars(c) for c in self.chunks],
+        }
+
+    def fingerprint(self) -> str:
+        """sha1 over every stored tensor byte and the offset: equal iff bit-identical."""
+        h = hashlib.sha1(str(self.position_offset).encode())
+        for i in range(self.num_layers):
+            if (kv := self.kv(i)) is not None:
+                for t in kv:
+                    h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(f"|{i}".encode())
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write `memory.safetensors` + `memory.json` atomically (a temp dir renamed into place)."""
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            tensors = {}
+            for i in range(self.num_layers):
+                if (kv := self.kv(i)) is not None:
+                    tensors[f"k.{i}"], tensors[f"v.{i}"] = (t.detach().cpu().contiguous() for t in kv)
+            save_file(tensors, tmp / "memory.safetensors")
+            meta = {"format": FORMAT_VERSION, "num_layers": self.num_layers, "position_offset": self.position_offset,
+                    "num_source_tokens": self.num_source_tokens, "provenance": self.provenance,
+                    "chunks": [vars(c) for c in self.chunks]}
+            (tmp / "memory.json").write_text(json.dumps(meta, indent=1, default=str))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, expect: dict[str, Any] | None = None,
+             device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> TaskMemory:
+        """Load a saved memory. `expect` maps provenance keys (e.g. model signature) to required values."""
+        d = Path(directory)
+        if not (d / "memory.json").is_file():
+            raise FileNotFoundError(f"no saved task memory in {d} (memory.json missing)")
+        meta = json.loads((d / "memory.json").read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unsupported memory format {meta.get('format')!r} in {d}")
+        for key, want in (expect or {}).items():
+            have = meta["provenance"].get(key)
+            if have != want:
+                raise MemoryMismatchError(f"memory in {d} was built with {key}={have!r}, but this model has {key}={want!r}")
+        mem = cls(meta["num_layers"], meta["provenance"])
+        tensors = load_file(d / "memory.safetensors", device=str(device))
+        for i in range(mem.num_layers):
+            if f"k.{i}" in tensors:
+                k, v = tensors[f"k.{i}"], tensors[f"v.{i}"]
+                if dtype is not None:
+                    k, v = k.to(dtype), v.to(dtype)
+                mem.append(i, k, v)
+        mem.position_offset, mem.num_source_tokens = meta["position_offset"], meta["num_source_tokens"]
+        mem.chunks = [ChunkRecord(**c) for c in meta["chunks"]]
+        return mem

@@ -1,0 +1,121 @@
+"""The model adapter interface: everything the engine needs from a decoder, and nothing model-specific.
+
+An adapter exposes a decoder as embed → positions → decoder layers → norm → lm_head, so the compressor can
+(1) run a chunk with a memory prefix, (2) keep the input of every layer, and (3) re-run the upper layers from
+a stored hidden state (the JS trials, method.md §3.2), all without forking modeling code. Families override
+`embed`, `row_positions` and `rotary`; the rest is generic. Device and dtype are whatever the loaded model
+has: they come from the `backend` config, never from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import torch
+
+from emloc import attention
+from emloc.attention import AttentionContext, additive_mask
+from emloc.prompts import Batch, ChatRenderer, collate
+
+
+@dataclass
+class Prepared:
+    """A batch ready for the layers: input embeddings, absolute positions, and per-row position extents."""
+
+    hidden: torch.Tensor  # (bsz, L, hidden)
+    positions: torch.Tensor  # (P, bsz, L); P = 1 (1-D RoPE) or 3 (M-RoPE)
+    extents: torch.Tensor  # (bsz,) first free position after each row, offset included
+    valid: torch.Tensor  # (bsz, L)
+
+
+class ModelAdapter:
+    """Generic decoder-only adapter. Subclasses set `family` and override the three family hooks."""
+
+    family = "base"
+    multimodal = False
+
+    def __init__(self, model, tokenizer, processor=None, *, attn: str = "sdpa", name: str | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizer, self.processor = tokenizer, processor
+        self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        attention.install(model, attn)
+        self.attn = attn
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    # -------------------------------------------------------------- family hooks
+    @property
+    def decoder(self) -> torch.nn.Module:
+        """The module holding `layers`, `norm`, `rotary_emb`, `embed_tokens`."""
+        return self.model.model
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        return self.decoder.embed_tokens(batch.ids.to(self.device))
+
+    def row_positions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """0-based positions (P, bsz, L) with pads at 0, and each row's extent (max position + 1)."""
+        pos = (batch.valid.long().cumsum(-1) - 1).clamp_min(0)
+        return pos[None], batch.valid.sum(-1)
+
+    def rotary(self, hidden: torch.Tensor, positions: torch.Tensor):
+        return self.decoder.rotary_emb(hidden, positions[0])
+
+    # -------------------------------------------------------------- generic
+    @property
+    def layers(self) -> torch.nn.ModuleList:
+        return self.decoder.layers
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def renderer(self, instruction: str | None = None) -> ChatRenderer:
+        return ChatRenderer(self.tokenizer, self.processor, instruction, multimodal=self.multimodal)
+
+    def collate(self, rows, pad_side: str = "right") -> Batch:
+        return collate(rows, self.pad_id, pad_side, self.processor)
+
+    def prepare(self, batch: Batch, offset: int) -> Prepared:
+        pos, extents = self.row_positions(batch)
+        pos = pos.to(self.device) + offset
+        return Prepared(self.embed(batch), pos, extents.to(self.device) + offset, batch.valid.to(self.device))
+
+    def run_layers(self, hidden: torch.Tensor, positions: torch.Tensor, key_valid: torch.Tensor,
+                   ctx: AttentionContext, *, cache=None, start: int = 0, keep_inputs: bool = False):
+        """Run decoder layers `start..` and the final norm.
+
+        key_valid : (bsz, k_len) validity of the query's own keys (cached + current; the current tokens last).
+        Returns the normed final hidden states (bsz, L, hidden) and, if asked, the input of every layer run.
+        """
+        mask = additive_mask(key_valid.to(self.device), hidden.shape[1], hidden.dtype)
+        cos_sin = self.rotary(hidden, positions)
+        inputs = []
+        for layer in self.layers[start:]:
+            if keep_inputs:
+                inputs.append(hidden)
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=cos_sin, past_key_values=cache,
+                           use_cache=cache is not None, emloc=ctx)
+        return self.decoder.norm(hidden), inputs
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(hidden)
+
+    def kv_heads(self) -> int:
+        cfg = self.model.config.get_text_config()
+        return cfg.num_key_value_heads
+
+    def signature(self) -> dict[str, str]:
+        """Identity of model weights/config and tokenizer; a saved memory only loads into a matching model."""
+        cfg = self.model.config.to_dict()
+        cfg.pop("_name_or_path", None), cfg.pop("_attn_implementation_autoset", None), cfg.pop("attn_implementation", None)
+        cfg.pop("_attn_implementation", None)
+        h = hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode())
+        params = list(self.model.parameters())
+        for t in (params[0], params[len(params) // 2], params[-1]):
+            h.update(t.detach().float().cpu().reshape(-1)[:4096].numpy().tobytes())
+        tok = self.tokenizer
+        th = hashlib.sha1(json.dumps([len(tok), tok.chat_template, tok.all_special_tokens], default=str).encode())
+        return {"model_family": self.family, "model_hash": h.hexdigest()[:16], "tokenizer_hash": th.hexdigest()[:16]}
