@@ -23,10 +23,12 @@ Fixed-ratio baselines live in `baselines`; answering queries lives in `generate`
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -54,6 +56,7 @@ class ChunkState:
     offset_after: int  # first position after the chunk
     scores: AttentionContext  # the chunk forward's context (own-attention scores when `score_rows` was set)
     index: int = 0
+    previous: ChunkRecord | None = None  # the last chunk whose budgets came from a full search (warm start)
 
     @property
     def length(self) -> int:
@@ -88,16 +91,29 @@ class Compressor:
 
     # -- the loop ---------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def build(self, adapter, demos: list[Example], instruction: str | None = None) -> TaskMemory:
+    def build(self, adapter, demos: list[Example], instruction: str | None = None,
+              resume: TaskMemory | None = None, on_chunk: Callable[[TaskMemory], None] | None = None) -> TaskMemory:
+        """Compress `demos` into a memory. `resume`: a partial memory of the same build (its finished chunks are
+        kept, not recomputed); `on_chunk`: called after every chunk (e.g. to persist progress)."""
         self.validate_demos(demos)
         renderer = adapter.renderer(instruction)
-        memory = TaskMemory(adapter.num_layers, {**adapter.signature(), "method": self.name, **self.params(),
-                                                 "instruction": instruction, "demo_ids": [d.uid for d in demos]})
+        provenance = {**adapter.signature(), "method": self.name, **self.params(), "instruction": instruction,
+                      "demo_ids": [d.uid for d in demos]}
+        memory = TaskMemory(adapter.num_layers, provenance)
+        if resume is not None:
+            if {k: resume.provenance.get(k) for k in provenance} != json.loads(json.dumps(provenance, default=list)):
+                raise ValueError("the partial memory to resume was built from different demos, model or parameters")
+            memory = resume
         groups = chunks(demos, self.chunk_size or max(len(demos), 1)) if demos else [[]]
-        for index, group in enumerate(tqdm(groups, desc=f"compress[{self.name}]", disable=not self.show_progress)):
+        bar = tqdm(groups, desc=f"compress[{self.name}]", disable=not self.show_progress, initial=len(memory.chunks))
+        for index, group in enumerate(groups[len(memory.chunks):], start=len(memory.chunks)):
             rows = [renderer.demo(d) for d in group]
             seq = sum(rows, renderer.preamble() if index == 0 else Row([], [], []))
             self._add_chunk(adapter, memory, seq, rows, index)
+            bar.update(1)
+            if on_chunk is not None:
+                on_chunk(memory)
+        bar.close()
         return memory
 
     def _add_chunk(self, adapter, memory: TaskMemory, seq: Row, rows: list[Row], index: int) -> None:
@@ -110,9 +126,10 @@ class Compressor:
         cache = DynamicCache()
         adapter.run_layers(prep.hidden, prep.positions, prep.valid, ctx, cache=cache)
         kv = [(lay.keys, lay.values) for lay in cache.layers]
-        state = ChunkState(batch, rows, kv, history, int(prep.extents[0]), ctx, index)
-        keep, js, trials = self.select(adapter, state)
-        record = ChunkRecord(index, len(rows), state.length, [], [], [], trials=trials)
+        state = ChunkState(batch, rows, kv, history, int(prep.extents[0]), ctx, index,
+                           next((c for c in reversed(memory.chunks) if c.searched), None))
+        keep, js, trials, searched = self.select(adapter, state)
+        record = ChunkRecord(index, len(rows), state.length, [], [], [], trials=trials, searched=searched)
         kinds = batch.kinds[0]
         for layer, idx in enumerate(keep):
             entries = kv[layer] if idx is None else scoring.gather(kv[layer], idx)
@@ -131,9 +148,9 @@ class Compressor:
         """Rows of the chunk forward whose attention to the chunk is accumulated (baselines); None: no scoring."""
         return None
 
-    def select(self, adapter, state: ChunkState) -> tuple[list[torch.Tensor | None], dict[int, float], int]:
-        """Per layer the kept indices (kv_heads, n) or None for all; per layer JS; number of trials."""
-        return [None] * len(state.kv), {}, 0
+    def select(self, adapter, state: ChunkState) -> tuple[list[torch.Tensor | None], dict[int, float], int, bool]:
+        """Per layer the kept indices (kv_heads, n) or None for all; per layer JS; trials; whether it searched."""
+        return [None] * len(state.kv), {}, 0, False
 
 
 @dataclass
@@ -149,8 +166,8 @@ class ZeroShot(Compressor):
         pass
 
     @torch.no_grad()
-    def build(self, adapter, demos: list[Example], instruction: str | None = None) -> TaskMemory:
-        return super().build(adapter, [], instruction)
+    def build(self, adapter, demos: list[Example], instruction: str | None = None, **kw) -> TaskMemory:
+        return super().build(adapter, [], instruction, **kw)
 
 
 @dataclass
@@ -164,13 +181,16 @@ class EMLoC(Compressor):
     keep_ratios : increasing ladder of fractions of the chunk tried per layer; if none passes the layer keeps all.
     pool_kernel : average-pooling kernel applied to the scores along the token axis.
     search : "greedy" (the reference, one layer at a time) or "bisect" (blocks of layers, same bound).
+    warm_start : first try the previous chunk's per-layer ratios as one assignment, then each layer one step up the
+        ladder; only if both fail run the search. One trial certifies a whole assignment, so the bound is unchanged.
     """
 
     chunk_size: int | None = 4
     js_threshold: float = 0.005
     keep_ratios: tuple[float, ...] = (0.1, 0.2, 0.5)
     pool_kernel: int = 5
-    search: str = "bisect"
+    search: str = "greedy"
+    warm_start: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -208,6 +228,24 @@ class EMLoC(Compressor):
             out, _ = adapter.run_layers(inputs[low], prep.positions, prep.valid, AttentionContext(prefix=prefix), start=low)
             return js_divergence(adapter.lm_logits(out[rows]), teacher)
 
-        result = pruning.SEARCHES[self.search](len(work), counts, trial, self.js_threshold)
+        result, spent = pruning.first_passing(self._proposals(state), trial, self.js_threshold)
+        searched = result is None
+        if searched:
+            result = pruning.SEARCHES[self.search](len(work), counts, trial, self.js_threshold)
+            result.trials += spent
         keep = [scoring.keep_indices(order[l], result.kept[l]) if l in result.kept else None for l in range(len(work))]
-        return keep, result.js, result.trials
+        return keep, result.js, result.trials, searched
+
+    def _proposals(self, state: ChunkState) -> list[dict[int, int]]:
+        """The last searched chunk's ladder steps per layer, as is and one step larger (kept in full: not pruned)."""
+        prev = state.previous
+        if not self.warm_start or prev is None:
+            return []
+        ladder = [*self.keep_ratios, 1.0]
+        steps = []
+        for kept in prev.kept:
+            matches = [i for i, r in enumerate(ladder[:-1]) if scoring.count_for(r, prev.num_tokens) == kept]
+            steps.append(matches[0] if matches else len(ladder) - 1)
+        as_is = {l: scoring.count_for(ladder[i], state.length) for l, i in enumerate(steps) if i < len(ladder) - 1}
+        relaxed = {l: scoring.count_for(ladder[i + 1], state.length) for l, i in enumerate(steps) if i + 1 < len(ladder) - 1}
+        return [as_is, relaxed]

@@ -46,6 +46,7 @@ class ChunkRecord:
     tokens_by_kind: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     trials: int = 0
+    searched: bool = False  # budgets from a full search (True) or a warm-start proposal (False)
 
 
 class TaskMemory(Cache):

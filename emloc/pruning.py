@@ -9,6 +9,8 @@ layers ≥ l. The last accepted trial therefore measured the chunk's final pruni
 chunk's JS ≤ δ (the same bound as the reference).
 
 * `greedy` — the reference search: per layer, the smallest ratio on the ladder that passes.
+* `first_passing` — the warm start: whole assignments (e.g. the previous chunk's budgets) tried in one trial
+  each; the first that passes is the chunk's pruning.
 * `bisect` — the same decisions for single layers, but first tries the smallest ratio on a whole block of
   layers with one trial and only splits a block (upper half first) when it fails. Where most layers take the
   smallest ratio this needs O(log L) trials per chunk instead of O(L).
@@ -72,6 +74,22 @@ def bisect(num_layers: int, counts: list[int], trial: Trial, threshold: float) -
     if counts:
         solve(list(reversed(range(num_layers))))
     return result
+
+
+def first_passing(proposals: list[dict[int, int]], trial: Trial, threshold: float) -> tuple[SearchResult | None, int]:
+    """Warm start: accept the first whole assignment whose single trial passes (that trial measures it entirely).
+
+    Returns the accepted result (None if every proposal failed) and the number of trials spent.
+    """
+    spent = 0
+    for proposal in proposals:
+        if not proposal:
+            continue
+        value = trial(proposal)
+        spent += 1
+        if value <= threshold:
+            return SearchResult(dict(proposal), {layer: value for layer in proposal}, spent), spent
+    return None, spent
 
 
 SEARCHES = {"greedy": greedy, "bisect": bisect}

@@ -1,0 +1,1 @@
+"""Model construction: the real packaged SmolLM2 checkpoint, tiny random models for tests, processors."""

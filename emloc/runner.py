@@ -1,0 +1,167 @@
+"""One experiment, from a composed Hydra config to a finished run folder: `run(cfg) -> metrics`.
+
+The only module that sees a `DictConfig`. Order matters:
+
+1. Plan without touching a model: instantiate the method (its dataclass validates every value), the task
+   loader, and the seeded disjoint demo/query split — bad values, missing data and impossible splits fail
+   here, in seconds, naming the key.
+2. Skip if `runs/<signature>/metrics.json` exists (unless `force=true`).
+3. Seed, load the model on the backend, build the task memory or load it from the memory cache (keyed by
+   model + demos + method, so evaluation-only changes reuse it; partial memories are persisted per chunk so a
+   requeued job resumes), answer the queries in batches (predictions persisted as they finish), and write the
+   artifacts atomically, `metrics.json` last. W&B is closed in `finally`, so a failing job never leaves a
+   dangling run and never marks itself done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from emloc import metrics as metric_fns
+from emloc.compress import Compressor, ZeroShot
+from emloc.data.base import Example, Task
+from emloc.generate import answer
+from emloc.memory import TaskMemory
+from emloc.tracking import RunFolder, Tracker, signature
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    cfg: DictConfig
+    method: Compressor
+    task: Task
+    demos: list[Example]
+    queries: list[Example]
+    signature: str
+    memory_key: str
+
+
+def _build(group: str, node: Any) -> Any:
+    try:
+        return instantiate(node)
+    except Exception as err:  # hydra wraps the dataclass' ValueError; surface the root cause with the group
+        root = err
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise ValueError(f"invalid `{group}` config: {root}") from err
+
+
+def plan(cfg: DictConfig) -> Plan:
+    """Validate the whole config and draw the split; loads data, never a model."""
+    method = _build("method", cfg.method)
+    task = _build("task.loader", cfg.task.loader)
+    shots = 0 if isinstance(method, ZeroShot) else cfg.task.num_shots
+    for key in ("num_shots", "demo_seed", "query_seed"):
+        if not isinstance(cfg.task[key], int) or cfg.task[key] < 0:
+            raise ValueError(f"task.{key} must be an integer >= 0, got {cfg.task[key]!r}")
+    if not isinstance(cfg.eval.batch_size, int) or cfg.eval.batch_size < 1:
+        raise ValueError(f"eval.batch_size must be an integer >= 1, got {cfg.eval.batch_size!r}")
+    split = task.split(shots, cfg.task.num_queries, cfg.task.demo_seed, cfg.task.query_seed)
+    semantic = OmegaConf.to_container(cfg, resolve=True)
+    semantic["task"]["num_shots"] = shots
+    mem_key = {"model": semantic["model"], "dtype": semantic["backend"]["dtype"], "method": semantic["method"],
+               "demos": [d.uid for d in split.demos], "instruction": task.instruction}
+    mem_sig = hashlib.sha1(json.dumps(mem_key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Plan(cfg, method, task, split.demos, split.queries, signature(semantic), mem_sig)
+
+
+def build_memory(p: Plan, adapter, cache_dir: Path) -> tuple[TaskMemory, float]:
+    """The task memory from the cache, or built (resuming from a partial one) and cached."""
+    final, partial = cache_dir / p.memory_key, cache_dir / f"{p.memory_key}.partial"
+    expect = adapter.signature()
+    if final.exists():
+        log.info("memory cache hit: %s", final)
+        return TaskMemory.load(final, expect=expect, device=adapter.device, dtype=adapter.dtype), 0.0
+    resume = TaskMemory.load(partial, expect=expect, device=adapter.device, dtype=adapter.dtype) if partial.exists() else None
+    if resume is not None:
+        log.info("resuming compression after %d finished chunks", len(resume.chunks))
+    start = time.perf_counter()
+    save_partial = (lambda m: m.save(partial)) if p.cfg.eval.checkpoint_chunks else None
+    memory = p.method.build(adapter, p.demos, p.task.instruction, resume=resume, on_chunk=save_partial)
+    seconds = time.perf_counter() - start + sum(c.seconds for c in (resume.chunks if resume else []))
+    memory.save(final)
+    shutil.rmtree(partial, ignore_errors=True)
+    return memory, seconds
+
+
+def evaluate(p: Plan, adapter, memory: TaskMemory, folder: RunFolder) -> list[dict]:
+    done = folder.finished_predictions()
+    todo = [q for q in p.queries if q.uid not in done]
+    renderer = adapter.renderer(p.task.instruction)
+    size = p.cfg.eval.batch_size
+    bar = tqdm(total=len(p.queries), initial=len(p.queries) - len(todo), desc="queries")
+    for i in range(0, len(todo), size):
+        batch = todo[i : i + size]
+        start = time.perf_counter()
+        preds = answer(adapter, memory, renderer, batch, p.cfg.eval.max_new_tokens)
+        per_query = (time.perf_counter() - start) / len(batch)
+        rows = [{"uid": q.uid, "question": q.question, "prediction": pred, "target": q.answer,
+                 "correct": p.task.score(q, pred), "seconds": per_query} for q, pred in zip(batch, preds)]
+        folder.append_predictions(rows)
+        done.update({r["uid"]: r for r in rows})
+        bar.update(len(batch))
+    bar.close()
+    return [done[q.uid] for q in p.queries]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    from transformers import set_seed
+
+    from emloc.models.loading import load
+
+    p = plan(cfg)
+    folder = RunFolder(cfg.paths.output_dir, p.signature)
+    if folder.done and not cfg.force:
+        log.info("run %s is finished: %s (force=true recomputes)", p.signature, folder.path)
+        return folder.metrics()
+    folder.path.mkdir(parents=True, exist_ok=True)
+    if cfg.force:
+        for name in ("metrics.json", "predictions.jsonl"):
+            (folder.path / name).unlink(missing_ok=True)
+    folder.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    lg = cfg.logger
+    tracker = Tracker(lg.mode, lg.project, lg.entity, cfg.sweep_name, f"{cfg.method.get('_target_', '').split('.')[-1]}-{p.signature}",
+                      list(cfg.tags), OmegaConf.to_container(cfg, resolve=True), folder.path, lg.log_memory)
+    failed = True
+    try:
+        set_seed(cfg.seed)
+        adapter = load(**cfg.model, **{k: v for k, v in cfg.backend.items() if k in ("dtype", "device", "attn")})
+        memory, compress_seconds = build_memory(p, adapter, Path(cfg.paths.memory_cache_dir))
+        rows = evaluate(p, adapter, memory, folder)
+        stats = memory.stats()
+        js = [v for c in memory.chunks for v in c.js if v is not None]
+        result = {**metric_fns.aggregate(rows), "num_shots": len(p.demos), "context_tokens": memory.num_source_tokens,
+                  "memory_tokens": memory.memory_tokens, "retention": memory.retention, "max_chunk_js": max(js, default=None),
+                  "compress_seconds": compress_seconds, "query_seconds_mean": sum(r["seconds"] for r in rows) / len(rows),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "method": memory.provenance["method"],
+                  "model": cfg.model.source, "task": cfg.task.name, "signature": p.signature, "sweep_name": cfg.sweep_name,
+                  "memory_key": p.memory_key}
+        folder.write_json("memory_stats.json", stats)
+        folder.write_json("metrics.json", result)
+        tracker.finish_run(result, stats, Path(cfg.paths.memory_cache_dir) / p.memory_key)
+        failed = False
+        log.info("\n%s", summary_table(result))
+        return result
+    finally:
+        tracker.close(failed=failed)
+
+
+def summary_table(m: dict[str, Any]) -> str:
+    keys = ("method", "task", "num_shots", "accuracy", "num_queries", "context_tokens", "memory_tokens", "retention",
+            "max_chunk_js", "compress_seconds", "query_seconds_mean", "peak_rss_mb")
+    fmt = {float: "{:.4g}"}
+    return "\n".join(f"  {k:<20} {fmt.get(type(m.get(k)), '{}').format(m.get(k))}" for k in keys)

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny random adapters of every supported family (offline, CPU, fp32) and small demo sets."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from emloc.data.base import Example  # noqa: E402
+from emloc.models.loading import load  # noqa: E402
+
+TEXT_FAMILIES = ("llama", "qwen2")
+VL_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session", params=TEXT_FAMILIES + VL_FAMILIES)
+def adapter(request):
+    return load(f"tiny:{request.param}")
+
+
+@pytest.fixture(scope="session")
+def llama():
+    return load("tiny:llama")
+
+
+@pytest.fixture(scope="session")
+def llama_eager():
+    return load("tiny:llama", attn="eager")
+
+
+@pytest.fixture(scope="session")
+def qwen_vl():
+    return load("tiny:qwen2_vl")
+
+
+def colour_image(i: int):
+    from PIL import Image
+
+    palette = [(220, 30, 30), (30, 200, 40), (40, 60, 220), (230, 220, 40)]
+    return Image.new("RGB", (56 + 8 * (i % 3), 56), palette[i % 4])
+
+
+def make_demos(n: int, images: bool = False, offset: int = 0) -> list[Example]:
+    labels = ["red", "green", "blue", "yellow"]
+    return [Example(f"d{offset + i}", f"Item {offset + i}: what colour is it?", labels[(offset + i) % 4],
+                    images=(colour_image(offset + i),) if images else ()) for i in range(n)]
+
+
+@pytest.fixture
+def demos_for():
+    def build(adapter, n: int = 6, offset: int = 0):
+        return make_demos(n, images=adapter.multimodal, offset=offset)
+
+    return build

@@ -1,0 +1,120 @@
+"""Pure pieces: divergence, scoring, the layer searches, chunking and prompt rendering (milliseconds)."""
+
+import math
+
+import pytest
+import torch
+
+from emloc import pruning, scoring
+from emloc.divergence import js_divergence
+from emloc.prompts import ANSWER, QUESTION, chunks
+
+
+def test_js_is_zero_for_identical_symmetric_and_bounded():
+    a, b = torch.randn(5, 50), torch.randn(5, 50)
+    assert js_divergence(a, a) == pytest.approx(0.0, abs=1e-7)
+    assert js_divergence(a, b) == pytest.approx(js_divergence(b, a), rel=1e-5)
+    far = torch.full((1, 2), -1e4)
+    far[0, 0], other = 1e4, torch.full((1, 2), -1e4)
+    other[0, 1] = 1e4
+    assert js_divergence(far, other) == pytest.approx(math.log(2), rel=1e-4)  # disjoint supports: ln 2
+    assert js_divergence(a.bfloat16(), a.bfloat16()) == pytest.approx(0.0, abs=1e-7)  # computed in fp32
+
+
+def test_js_matches_the_definition():
+    p, q = torch.softmax(torch.randn(3, 7), -1), torch.softmax(torch.randn(3, 7), -1)
+    m = (p + q) / 2
+    expect = (0.5 * (p * (p / m).log()).sum(-1) + 0.5 * (q * (q / m).log()).sum(-1)).mean().item()
+    assert js_divergence(p.log(), q.log()) == pytest.approx(expect, rel=1e-5)
+
+
+def test_js_refuses_nan():
+    a = torch.randn(2, 4)
+    b = a.clone()
+    b[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError):
+        js_divergence(a, b)
+
+
+def test_smooth_rank_keep_gather():
+    s = torch.tensor([[0.0, 0.0, 5.0, 0.0, 0.0, 1.0]])
+    sm = scoring.smooth(s, 3)
+    assert sm[0, 1] == pytest.approx(5 / 3) and sm[0, 0] == 0 and sm[0, 5] == pytest.approx(1 / 3)
+    protected = torch.tensor([False, False, False, False, False, True])
+    order = scoring.rank(s, protected)
+    assert order[0, :2].tolist() == [5, 2]
+    idx = scoring.keep_indices(order, 2)
+    assert idx.tolist() == [[2, 5]]
+    k = torch.arange(12.0).view(1, 1, 6, 2)
+    gk, gv = scoring.gather((k, k + 100), idx)
+    assert gk[0, 0].tolist() == [[4.0, 5.0], [10.0, 11.0]] and gv[0, 0, 0, 0] == 104
+    assert scoring.count_for(0.1, 375) == 37 and scoring.count_for(0.1, 3) == 1
+    with pytest.raises(ValueError, match="kernel"):
+        scoring.smooth(s, 2)
+
+
+def make_oracle(cost_per_layer):
+    """JS grows additively with how much each layer is pruned (cost[layer][count])."""
+    calls = []
+
+    def trial(assign):
+        calls.append(dict(assign))
+        return sum(cost_per_layer[layer][n] for layer, n in assign.items())
+
+    return trial, calls
+
+
+@pytest.mark.parametrize("search", ["greedy", "bisect"])
+def test_searches_respect_the_bound_and_go_top_down(search):
+    cost = {l: {1: 0.004 if l >= 4 else 0.02, 2: 0.001, 5: 0.0005} for l in range(8)}
+    trial, calls = make_oracle(cost)
+    res = pruning.SEARCHES[search](8, [1, 2, 5], trial, 0.01)
+    final = sum(cost[l][n] for l, n in res.kept.items())
+    assert final <= 0.01 and all(v <= 0.01 for v in res.js.values())
+    assert res.trials == len(calls)
+    for call in calls:  # layers below the lowest tested layer are never pruned in an accepted state
+        low = min(call)
+        assert all(l >= low for l in call)
+
+
+def test_bisect_needs_one_trial_when_every_layer_takes_the_smallest_budget():
+    trial, _ = make_oracle({l: {1: 0.001, 2: 0.0} for l in range(16)})
+    res = pruning.bisect(16, [1, 2], trial, 0.05)
+    assert res.trials == 1 and res.kept == {l: 1 for l in range(16)}
+    assert pruning.greedy(16, [1, 2], trial, 0.05).trials == 16
+
+
+def test_greedy_is_the_reference_rule():
+    cost = {l: {1: 0.006, 2: 0.001} for l in range(3)}
+    trial, _ = make_oracle(cost)
+    res = pruning.greedy(3, [1, 2], trial, 0.01)
+    assert res.kept == {2: 1, 1: 2, 0: 2}  # top layer takes the smallest; then the budget is nearly spent
+
+
+def test_first_passing_accepts_the_first_whole_assignment():
+    trial, calls = make_oracle({0: {1: 0.5, 2: 0.001}, 1: {1: 0.5, 2: 0.001}})
+    res, spent = pruning.first_passing([{0: 1, 1: 1}, {0: 2, 1: 2}], trial, 0.01)
+    assert spent == 2 and res.kept == {0: 2, 1: 2}
+    res, spent = pruning.first_passing([{0: 1}], trial, 0.01)
+    assert res is None and spent == 1
+
+
+def test_chunks():
+    assert chunks(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunks([1], 0)
+
+
+def test_renderer_spans_come_from_the_template(llama):
+    from emloc.data.base import Example
+
+    r = llama.renderer("Be brief.")
+    row = r.demo(Example("a", "What is red?", "a colour"))
+    tok = llama.tokenizer
+    assert tok.decode([i for i, k in zip(row.ids, row.kinds) if k == ANSWER]) == "a colour"
+    assert tok.decode([i for i, k in zip(row.ids, row.kinds) if k == QUESTION]) == "What is red?"
+    targets = [i for i, t in zip(row.ids, row.targets) if t]
+    assert targets[-1] == r.end_of_turn and tok.decode(targets[:-1]) == "a colour"
+    full = tok.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is red?"},
+                                    {"role": "assistant", "content": "a colour"}], tokenize=False)
+    assert tok.decode(r.preamble().ids + row.ids) == full
