@@ -118,17 +118,22 @@ def install(model: torch.nn.Module, base: str) -> None:
     model.set_attn_implementation(f"emloc_{base}")
 
 
-def additive_mask(key_valid: torch.Tensor, q_len: int, dtype: torch.dtype) -> torch.Tensor:
-    """Causal additive mask over a query's own keys.
+SHARED = -2  # segment id of keys every query may see (e.g. a query prompt shared by its packed candidates)
 
-    key_valid : (bsz, k_len) bool — which own keys are real tokens (False: padding). The queries are the last
-    `q_len` keys. A row may always see itself, so padded query rows never become fully masked.
-    Returns (bsz, 1, q_len, k_len) with 0 where visible and the dtype's minimum elsewhere.
+
+def additive_mask(key_seg: torch.Tensor, query_seg: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Causal additive mask over a sequence's own keys, for packed or padded batches.
+
+    key_seg : (bsz, k_len) segment id of every own key: a row/sequence id (>= 0), -1 for padding, `SHARED` for keys
+        visible to every segment. The queries are the last q_len keys; query_seg : (bsz, q_len) their ids.
+    A query sees earlier-or-equal keys of its own segment and shared keys; it always sees itself, so no row is ever
+    fully masked. Returns (bsz, 1, q_len, k_len): 0 where visible, the dtype's minimum elsewhere.
     """
-    bsz, k_len = key_valid.shape
-    qpos = torch.arange(k_len - q_len, k_len, device=key_valid.device)
-    kpos = torch.arange(k_len, device=key_valid.device)
+    k_len, q_len = key_seg.shape[1], query_seg.shape[1]
+    qpos = torch.arange(k_len - q_len, k_len, device=key_seg.device)
+    kpos = torch.arange(k_len, device=key_seg.device)
     causal = kpos[None, :] <= qpos[:, None]
-    visible = (causal[None] & key_valid[:, None, :]) | (kpos[None, None, :] == qpos[None, :, None])
-    out = torch.zeros(bsz, 1, q_len, k_len, dtype=dtype, device=key_valid.device)
+    same = (key_seg[:, None, :] == query_seg[:, :, None]) | (key_seg[:, None, :] == SHARED)
+    visible = (causal[None] & same) | (kpos[None, None, :] == qpos[None, :, None])
+    out = torch.zeros(key_seg.shape[0], 1, q_len, k_len, dtype=dtype, device=key_seg.device)
     return out.masked_fill(~visible[:, None], torch.finfo(dtype).min)

@@ -124,7 +124,7 @@ class Compressor:
         ctx = AttentionContext(prefix=history, score_rows=self.chunk_score_rows(batch),
                                score_start=memory.lengths())
         cache = DynamicCache()
-        adapter.run_layers(prep.hidden, prep.positions, prep.valid, ctx, cache=cache)
+        adapter.run_layers(prep.hidden, prep.positions, prep.seg, ctx, cache=cache)
         kv = [(lay.keys, lay.values) for lay in cache.layers]
         state = ChunkState(batch, rows, kv, history, int(prep.extents[0]), ctx, index,
                            next((c for c in reversed(memory.chunks) if c.searched), None))
@@ -209,10 +209,10 @@ class EMLoC(Compressor):
         # 4. teacher pass: probes after [history | full chunk]
         work = [_cat(h, c) for h, c in zip(state.history, state.kv)]
         probes = adapter.collate(state.demos)
-        prep = adapter.prepare(probes, state.offset_after)
-        rows = probes.predict.to(adapter.device)
+        prep = adapter.prepare(probes, state.offset_after, pack=True)  # one sequence: the memory is never copied
+        rows = prep.select(probes.predict)
         ctx = AttentionContext(prefix=work, score_rows=rows, score_start=[0 if h is None else h[0].shape[-2] for h in state.history])
-        final, inputs = adapter.run_layers(prep.hidden, prep.positions, prep.valid, ctx, keep_inputs=True)
+        final, inputs = adapter.run_layers(prep.hidden, prep.positions, prep.seg, ctx, keep_inputs=True)
         teacher = adapter.lm_logits(final[rows])
         # 5. per layer, per KV head ranking of the chunk's entries
         protected = (state.batch.targets[0] | state.batch.predict[0])
@@ -225,7 +225,7 @@ class EMLoC(Compressor):
             for layer, n in assign.items():
                 prefix[layer] = _cat(state.history[layer], scoring.gather(state.kv[layer], scoring.keep_indices(order[layer], n)))
             low = min(assign)
-            out, _ = adapter.run_layers(inputs[low], prep.positions, prep.valid, AttentionContext(prefix=prefix), start=low)
+            out, _ = adapter.run_layers(inputs[low], prep.positions, prep.seg, AttentionContext(prefix=prefix), start=low)
             return js_divergence(adapter.lm_logits(out[rows]), teacher)
 
         result, spent = pruning.first_passing(self._proposals(state), trial, self.js_threshold)

@@ -122,3 +122,11 @@ class Tracker:
         if self.run is not None:
             self.run.finish(exit_code=1 if failed else 0)
             self.run = None
+
+
+def fetch_runs(project: str, entity: str | None = None, group: str | None = None) -> list[tuple[dict, dict]]:
+    """(summary, config) of the finished runs of an online W&B project, optionally one group (needs `wandb login`)."""
+    import wandb
+
+    runs = wandb.Api().runs(f"{entity}/{project}" if entity else project, {"group": group} if group else {})
+    return [(dict(r.summary), dict(r.config)) for r in runs if r.state == "finished"]

@@ -57,3 +57,18 @@ def demos_for():
         return make_demos(n, images=adapter.multimodal, offset=offset)
 
     return build
+
+
+CONF = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose(overrides: list[str], output_dir=None):
+    """The real `conf/` composed like `run.py` would, outputs redirected (no hydra runtime needed)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides) + extra)

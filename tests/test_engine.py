@@ -20,7 +20,7 @@ INSTR = "Name the colour."
 def query_logits(adapter, memory, query: Example) -> torch.Tensor:
     renderer = adapter.renderer(INSTR)
     prep = adapter.prepare(adapter.collate([renderer.query(query)]), memory.position_offset)
-    out, _ = adapter.run_layers(prep.hidden, prep.positions, prep.valid, AttentionContext(prefix=memory.prefix()))
+    out, _ = adapter.run_layers(prep.hidden, prep.positions, prep.seg, AttentionContext(prefix=memory.prefix()))
     return adapter.lm_logits(out)[0, -1]
 
 
@@ -108,7 +108,7 @@ def test_pruned_memory_equals_full_memory_with_pruned_slots_masked(llama_eager):
         bias[layer] = torch.where(per_query_head, 0.0, torch.finfo(torch.float32).min)[None, :, None, :]
     r = llama_eager.renderer(INSTR)
     prep = llama_eager.prepare(llama_eager.collate([r.query(query)]), full.position_offset)
-    masked, _ = llama_eager.run_layers(prep.hidden, prep.positions, prep.valid,
+    masked, _ = llama_eager.run_layers(prep.hidden, prep.positions, prep.seg,
                                        AttentionContext(prefix=full.prefix(), prefix_bias=bias))
     assert torch.allclose(llama_eager.lm_logits(masked)[0, -1], query_logits(llama_eager, pruned, query), atol=1e-5)
 

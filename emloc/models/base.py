@@ -22,12 +22,28 @@ from emloc.prompts import Batch, ChatRenderer, collate
 
 @dataclass
 class Prepared:
-    """A batch ready for the layers: input embeddings, absolute positions, and per-row position extents."""
+    """A batch ready for the layers: input embeddings, absolute positions, segment ids, per-row extents.
 
-    hidden: torch.Tensor  # (bsz, L, hidden)
-    positions: torch.Tensor  # (P, bsz, L); P = 1 (1-D RoPE) or 3 (M-RoPE)
-    extents: torch.Tensor  # (bsz,) first free position after each row, offset included
-    valid: torch.Tensor  # (bsz, L)
+    Packed (`pack=True`): the rows' real tokens are laid end to end in ONE sequence and kept apart by the mask
+    (segment id = row index). A memory prefix then has batch size 1 and is never copied per row, which is what
+    makes probe trials, batched decoding and candidate scoring cheap.
+    """
+
+    hidden: torch.Tensor  # (bsz, L, hidden) or (1, T, hidden) packed
+    positions: torch.Tensor  # (P, bsz, L) or (P, 1, T); P = 1 (1-D RoPE) or 3 (M-RoPE)
+    extents: torch.Tensor  # (rows,) first free position after each row, offset included
+    seg: torch.Tensor  # (bsz, L) or (1, T): row id, -1 for padding
+    valid: torch.Tensor  # (rows, L) of the unpacked batch
+    packed: bool = False
+
+    def select(self, mask: torch.Tensor) -> torch.Tensor:
+        """A (rows, L) per-token mask of the unpacked batch, in this layout."""
+        mask = mask.to(self.valid.device)
+        return mask[self.valid][None] if self.packed else mask
+
+    def last(self) -> torch.Tensor:
+        """Index (in this layout's token axis) of each row's last real token; packed layout only."""
+        return self.valid.sum(-1).cumsum(0) - 1
 
 
 class ModelAdapter:
@@ -78,19 +94,27 @@ class ModelAdapter:
     def collate(self, rows, pad_side: str = "right") -> Batch:
         return collate(rows, self.pad_id, pad_side, self.processor)
 
-    def prepare(self, batch: Batch, offset: int) -> Prepared:
+    def prepare(self, batch: Batch, offset: int, pack: bool = False) -> Prepared:
         pos, extents = self.row_positions(batch)
-        pos = pos.to(self.device) + offset
-        return Prepared(self.embed(batch), pos, extents.to(self.device) + offset, batch.valid.to(self.device))
+        pos, valid = pos.to(self.device) + offset, batch.valid.to(self.device)
+        hidden = self.embed(batch)
+        rows = torch.arange(valid.shape[0], device=self.device)[:, None].expand_as(valid)
+        seg = torch.where(valid, rows, -1)
+        if pack:
+            hidden, pos, seg = hidden[valid][None], pos[:, valid][:, None], seg[valid][None]
+        return Prepared(hidden, pos, extents.to(self.device) + offset, seg, valid, pack)
 
-    def run_layers(self, hidden: torch.Tensor, positions: torch.Tensor, key_valid: torch.Tensor,
-                   ctx: AttentionContext, *, cache=None, start: int = 0, keep_inputs: bool = False):
+    def run_layers(self, hidden: torch.Tensor, positions: torch.Tensor, key_seg: torch.Tensor,
+                   ctx: AttentionContext, *, cache=None, start: int = 0, keep_inputs: bool = False,
+                   query_seg: torch.Tensor | None = None):
         """Run decoder layers `start..` and the final norm.
 
-        key_valid : (bsz, k_len) validity of the query's own keys (cached + current; the current tokens last).
+        key_seg : (bsz, k_len) segment ids of the sequence's own keys (cached + current; the current tokens last);
+        query_seg : those of the current tokens (default: the last L of key_seg). See `attention.additive_mask`.
         Returns the normed final hidden states (bsz, L, hidden) and, if asked, the input of every layer run.
         """
-        mask = additive_mask(key_valid.to(self.device), hidden.shape[1], hidden.dtype)
+        query_seg = key_seg[:, -hidden.shape[1]:] if query_seg is None else query_seg
+        mask = additive_mask(key_seg.to(self.device), query_seg.to(self.device), hidden.dtype)
         cos_sin = self.rotary(hidden, positions)
         inputs = []
         for layer in self.layers[start:]:
