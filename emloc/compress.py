@@ -206,6 +206,8 @@ class EMLoC(Compressor):
             raise ValueError(f"search must be one of {sorted(pruning.SEARCHES)}, got {self.search!r}")
 
     def select(self, adapter, state: ChunkState):
+        if self.js_threshold == 0:  # only an unchanged output has JS 0: keep everything, no trial needed
+            return [None] * len(state.kv), {}, 0, False
         # 4. teacher pass: probes after [history | full chunk]
         work = [_cat(h, c) for h, c in zip(state.history, state.kv)]
         probes = adapter.collate(state.demos)

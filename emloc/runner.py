@@ -18,13 +18,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import resource
+import traceback
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -79,28 +83,35 @@ def plan(cfg: DictConfig) -> Plan:
     return Plan(cfg, method, task, split.demos, split.queries, signature(semantic), mem_sig)
 
 
-def build_memory(p: Plan, adapter, cache_dir: Path) -> tuple[TaskMemory, float]:
-    """The task memory from the cache, or built (resuming from a partial one) and cached."""
+def build_memory(p: Plan, adapter, cache_dir: Path) -> tuple[TaskMemory, dict[str, Any]]:
+    """The task memory from the cache, or built (resuming from a partial one) and cached.
+
+    Returns the memory and its bookkeeping: compression seconds (as recorded when it was built), whether it came
+    from the cache, and how many chunks an earlier, interrupted attempt had already finished.
+    """
     final, partial = cache_dir / p.memory_key, cache_dir / f"{p.memory_key}.partial"
     expect = adapter.signature()
     if final.exists():
         log.info("memory cache hit: %s", final)
-        return TaskMemory.load(final, expect=expect, device=adapter.device, dtype=adapter.dtype), 0.0
+        memory = TaskMemory.load(final, expect=expect, device=adapter.device, dtype=adapter.dtype)
+        return memory, {"compress_seconds": sum(c.seconds for c in memory.chunks), "memory_cached": True, "resumed_chunks": 0}
     resume = TaskMemory.load(partial, expect=expect, device=adapter.device, dtype=adapter.dtype) if partial.exists() else None
-    if resume is not None:
-        log.info("resuming compression after %d finished chunks", len(resume.chunks))
-    start = time.perf_counter()
+    resumed = len(resume.chunks) if resume is not None else 0
+    if resumed:
+        log.info("resuming compression after %d finished chunks (%s)", resumed, partial)
     save_partial = (lambda m: m.save(partial)) if p.cfg.eval.checkpoint_chunks else None
     memory = p.method.build(adapter, p.demos, p.task.instruction, resume=resume, on_chunk=save_partial)
-    seconds = time.perf_counter() - start + sum(c.seconds for c in (resume.chunks if resume else []))
     memory.save(final)
     shutil.rmtree(partial, ignore_errors=True)
-    return memory, seconds
+    return memory, {"compress_seconds": sum(c.seconds for c in memory.chunks), "memory_cached": False, "resumed_chunks": resumed}
 
 
-def evaluate(p: Plan, adapter, memory: TaskMemory, folder: RunFolder) -> list[dict]:
+def evaluate(p: Plan, adapter, memory: TaskMemory, folder: RunFolder) -> tuple[list[dict], int]:
+    """Answer every query not answered yet; returns all prediction rows and how many were resumed."""
     done = folder.finished_predictions()
     todo = [q for q in p.queries if q.uid not in done]
+    if len(todo) < len(p.queries):
+        log.info("resuming evaluation: %d of %d queries already answered", len(p.queries) - len(todo), len(p.queries))
     renderer = adapter.renderer(p.task.instruction)
     size = p.cfg.eval.batch_size
     bar = tqdm(total=len(p.queries), initial=len(p.queries) - len(todo), desc="queries")
@@ -115,7 +126,7 @@ def evaluate(p: Plan, adapter, memory: TaskMemory, folder: RunFolder) -> list[di
         done.update({r["uid"]: r for r in rows})
         bar.update(len(batch))
     bar.close()
-    return [done[q.uid] for q in p.queries]
+    return [done[q.uid] for q in p.queries], len(p.queries) - len(todo)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -140,22 +151,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         set_seed(cfg.seed)
         adapter = load(**cfg.model, **{k: v for k, v in cfg.backend.items() if k in ("dtype", "device", "attn")})
-        memory, compress_seconds = build_memory(p, adapter, Path(cfg.paths.memory_cache_dir))
-        rows = evaluate(p, adapter, memory, folder)
+        memory, built = build_memory(p, adapter, Path(cfg.paths.memory_cache_dir))
+        rows, resumed_predictions = evaluate(p, adapter, memory, folder)
         stats = memory.stats()
         js = [v for c in memory.chunks for v in c.js if v is not None]
         result = {**metric_fns.aggregate(rows), "num_shots": len(p.demos), "context_tokens": memory.num_source_tokens,
                   "memory_tokens": memory.memory_tokens, "retention": memory.retention, "max_chunk_js": max(js, default=None),
-                  "compress_seconds": compress_seconds, "query_seconds_mean": sum(r["seconds"] for r in rows) / len(rows),
+                  **built, "query_seconds_mean": sum(r["seconds"] for r in rows) / len(rows),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "method": memory.provenance["method"],
                   "model": cfg.model.source, "task": cfg.task.name, "signature": p.signature, "sweep_name": cfg.sweep_name,
-                  "memory_key": p.memory_key}
+                  "memory_key": p.memory_key, "resumed_predictions": resumed_predictions, "attempt": int(os.environ.get("SLURM_RESTART_COUNT", 0))}
         folder.write_json("memory_stats.json", stats)
         folder.write_json("metrics.json", result)
         tracker.finish_run(result, stats, Path(cfg.paths.memory_cache_dir) / p.memory_key)
         failed = False
+        (folder.path / "error.txt").unlink(missing_ok=True)
         log.info("\n%s", summary_table(result))
         return result
+    except BaseException:
+        folder.write_text("error.txt", traceback.format_exc())  # the run stays not-done; a rerun retries it
+        raise
     finally:
         tracker.close(failed=failed)
 
@@ -165,3 +180,34 @@ def summary_table(m: dict[str, Any]) -> str:
             "max_chunk_js", "compress_seconds", "query_seconds_mean", "peak_rss_mb")
     fmt = {float: "{:.4g}"}
     return "\n".join(f"  {k:<20} {fmt.get(type(m.get(k)), '{}').format(m.get(k))}" for k in keys)
+
+
+class JobSummary(Callback):
+    """Hydra callback: every job of a sweep leaves `<sweep dir>/status/<job num>.json` (status, overrides, error),
+    whichever launcher ran it, so one failed point never hides in the others' logs. `emloc status <sweep dir>`
+    (or `sweep_status`) prints the table."""
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        hc = config.hydra
+        if hc.mode != RunMode.MULTIRUN:
+            return
+        ok = job_return.status.name == "COMPLETED"
+        value = job_return._return_value
+        record = {"job": hc.job.num, "status": job_return.status.name, "overrides": list(hc.overrides.task),
+                  "result": value if ok else None, "error": None if ok else f"{type(value).__name__}: {value}"}
+        from emloc.tracking import atomic_write
+
+        atomic_write(Path(hc.sweep.dir) / "status" / f"{hc.job.num}.json", json.dumps(record, default=str))
+        if not ok:
+            log.error("job %s failed (%s): %s", hc.job.num, " ".join(record["overrides"]), record["error"])
+
+
+def sweep_status(sweep_dir: str | Path) -> tuple[str, int]:
+    """A table of every job's status in a sweep directory, and the number of failed jobs."""
+    records = [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob("status/*.json"), key=lambda p: int(p.stem))]
+    if not records:
+        raise FileNotFoundError(f"no job status files in {sweep_dir}/status (is it a multirun directory?)")
+    lines = [f"{r['job']:>4}  {r['status']:<9}  {' '.join(r['overrides'])}" + (f"\n      {r['error']}" if r["error"] else "")
+             for r in records]
+    failed = sum(r["status"] != "COMPLETED" for r in records)
+    return "\n".join(lines + [f"{len(records) - failed} completed, {failed} failed"]), failed

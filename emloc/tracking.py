@@ -1,7 +1,7 @@
 """Run identity and run artifacts: signatures, the atomic run folder, and Weights & Biases.
 
 * `signature(cfg)` — sha1 over the *semantic* config (dora-style): logger, paths, launcher/hydra, tags, sweep
-  name and `force` are excluded, so moving outputs or switching W&B on does not change a run's identity.
+  and `force` are excluded (the sweep name is kept: a run belongs to one sweep), so moving outputs or switching W&B on does not change a run's identity.
 * `RunFolder` — `runs/<signature>/` with `config.yaml`, `predictions.jsonl` (appended and flushed as queries
   finish, so a preempted job resumes), `memory_stats.json` and `metrics.json`. Files are written to a temp
   name and renamed; `metrics.json` is written last and marks the run as done.
@@ -22,7 +22,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-EXCLUDED_KEYS = ("logger", "paths", "hydra", "tags", "sweep_name", "force", "optimized_metric", "local")
+EXCLUDED_KEYS = ("logger", "paths", "hydra", "tags", "force", "optimized_metric", "local")
 
 
 def signature(semantic: dict[str, Any], length: int = 12) -> str:

@@ -37,7 +37,7 @@ def test_tiny_models_load(option, tmp_path):
 
 def test_signature_ignores_where_and_how_it_is_logged(tmp_path):
     base = plan(compose(["debug=tiny"], tmp_path)).signature
-    assert plan(compose(["debug=tiny", "logger=wandb_offline", "sweep_name=x", "tags=[a]"], tmp_path / "o")).signature == base
+    assert plan(compose(["debug=tiny", "logger=wandb_offline", "tags=[a]", "force=true"], tmp_path / "o")).signature == base
     assert plan(compose(["debug=tiny", "method.js_threshold=0.01"], tmp_path)).signature != base
     assert plan(compose(["debug=tiny", "task.demo_seed=1"], tmp_path)).signature != base
 

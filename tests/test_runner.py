@@ -44,7 +44,8 @@ def test_rerun_does_no_work_and_eval_changes_reuse_the_memory(tmp_path, monkeypa
     assert (tmp_path / "runs" / first["signature"] / "predictions.jsonl").stat().st_mtime_ns == before
     other = runner.run(compose(["debug=tiny", "eval.max_new_tokens=4"], tmp_path))
     assert other["signature"] != first["signature"] and other["memory_key"] == first["memory_key"]
-    assert other["compress_seconds"] == 0.0  # loaded from the memory cache
+    assert other["memory_cached"] and not first["memory_cached"]  # loaded from the memory cache
+    assert other["compress_seconds"] == pytest.approx(first["compress_seconds"])
     forced = runner.run(compose(["debug=tiny", "force=true"], tmp_path))
     assert forced["signature"] == first["signature"] and forced["accuracy"] == first["accuracy"]
 

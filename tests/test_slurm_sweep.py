@@ -1,0 +1,62 @@
+"""Sweeps on a real SLURM cluster (`.ci/slurm-ci.sh up`): arrays, requeue-and-resume, skipping finished runs.
+
+Skipped when `sbatch` is not on PATH. Run: pytest -m slurm tests/test_slurm_sweep.py
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTITION = os.environ.get("SLURM_CI_PARTITION", "debug")
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(shutil.which("sbatch") is None, reason="no SLURM (sbatch) here")]
+
+
+def launch(tmp_path, *overrides, timeout=900):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMLOC_OUTPUT": str(tmp_path / "out"), "WANDB_SILENT": "true"}
+    cmd = [sys.executable, "run.py", "-m", "hydra/launcher=slurm", f"hydra.launcher.partition={PARTITION}",
+           f"hydra.sweep.dir={tmp_path}/sweep", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def sacct_jobs(job_id: str) -> list[str]:
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", job_id], capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if line]
+
+
+def test_sweep_runs_as_a_slurm_array_and_reruns_do_nothing(tmp_path):
+    args = ["debug=tiny", "sweep_name=slurm_smoke", "method.js_threshold=0.005,0.05", "task.demo_seed=0,1",
+            "hydra.launcher.timeout_min=5"]
+    out = launch(tmp_path, *args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("runs/*/metrics.json")]
+    assert len(metrics) == 4
+    for m in metrics:
+        folder = tmp_path / "out" / "runs" / m["signature"]
+        assert {"config.yaml", "predictions.jsonl", "memory_stats.json"} <= {p.name for p in folder.iterdir()}
+    logs = list((tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
+    array_ids = {p.name.split("_")[0] for p in logs}
+    assert len(logs) == 4 and len(array_ids) == 1, "the four points must be one SLURM array"
+    assert any("COMPLETED" in line for line in sacct_jobs(array_ids.pop()))
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("runs/*/metrics.json")}
+    again = launch(tmp_path, *args)
+    assert again.returncode == 0 and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_a_job_past_its_time_limit_is_requeued_and_resumes(tmp_path):
+    """The real SmolLM2 on a run that outlives its 1-minute limit: SIGUSR2 → submitit checkpoint → requeue.
+    The second attempt must take over the finished chunks / predictions, not recompute them."""
+    out = launch(tmp_path, "sweep_name=requeue", "logger=none", "task.num_shots=32", "task.num_queries=96",
+                 "method.chunk_size=4", "eval.batch_size=4", "hydra.launcher.timeout_min=1",
+                 "hydra.launcher.signal_delay_s=40", "hydra.launcher.max_num_timeout=3", timeout=1200)
+    assert out.returncode == 0, out.stderr[-3000:]
+    [m] = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("runs/*/metrics.json")]
+    assert m["attempt"] >= 1, "the job finished in its first attempt: the limit did not bite"
+    assert m["resumed_chunks"] + m["resumed_predictions"] > 0
+    rows = (tmp_path / "out" / "runs" / m["signature"] / "predictions.jsonl").read_text().splitlines()
+    assert len(rows) == len({json.loads(r)["uid"] for r in rows}) == 96, "a prediction was recomputed"
