@@ -48,7 +48,7 @@ class FixedRatio(Compressor):
         for layer in range(len(state.kv)):
             n = self.budget(layer, len(state.kv), state.length)
             keep.append(None if n >= state.length else self.indices(state, layer, n))
-        return keep, {}, 0, False
+        return keep, {}, 0, []
 
 
 def _recent(length: int, count: int) -> torch.Tensor:

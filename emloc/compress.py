@@ -56,7 +56,7 @@ class ChunkState:
     offset_after: int  # first position after the chunk
     scores: AttentionContext  # the chunk forward's context (own-attention scores when `score_rows` was set)
     index: int = 0
-    previous: ChunkRecord | None = None  # the last chunk whose budgets came from a full search (warm start)
+    previous: ChunkRecord | None = None  # the chunk before (warm start)
 
     @property
     def length(self) -> int:
@@ -127,9 +127,9 @@ class Compressor:
         adapter.run_layers(prep.hidden, prep.positions, prep.seg, ctx, cache=cache)
         kv = [(lay.keys, lay.values) for lay in cache.layers]
         state = ChunkState(batch, rows, kv, history, int(prep.extents[0]), ctx, index,
-                           next((c for c in reversed(memory.chunks) if c.searched), None))
-        keep, js, trials, searched = self.select(adapter, state)
-        record = ChunkRecord(index, len(rows), state.length, [], [], [], trials=trials, searched=searched)
+                           memory.chunks[-1] if memory.chunks else None)
+        keep, js, trials, steps = self.select(adapter, state)
+        record = ChunkRecord(index, len(rows), state.length, [], [], [], trials=trials, steps=steps)
         kinds = batch.kinds[0]
         for layer, idx in enumerate(keep):
             entries = kv[layer] if idx is None else scoring.gather(kv[layer], idx)
@@ -148,9 +148,9 @@ class Compressor:
         """Rows of the chunk forward whose attention to the chunk is accumulated (baselines); None: no scoring."""
         return None
 
-    def select(self, adapter, state: ChunkState) -> tuple[list[torch.Tensor | None], dict[int, float], int, bool]:
-        """Per layer the kept indices (kv_heads, n) or None for all; per layer JS; trials; whether it searched."""
-        return [None] * len(state.kv), {}, 0, False
+    def select(self, adapter, state: ChunkState) -> tuple[list[torch.Tensor | None], dict[int, float], int, list[int]]:
+        """Per layer: kept indices (kv_heads, n) or None for all; JS of the accepted trial; trials; ladder steps."""
+        return [None] * len(state.kv), {}, 0, []
 
 
 @dataclass
@@ -181,8 +181,9 @@ class EMLoC(Compressor):
     keep_ratios : increasing ladder of fractions of the chunk tried per layer; if none passes the layer keeps all.
     pool_kernel : average-pooling kernel applied to the scores along the token axis.
     search : "greedy" (the reference, one layer at a time) or "bisect" (blocks of layers, same bound).
-    warm_start : first try the previous chunk's per-layer ratios as one assignment, then each layer one step up the
-        ladder; only if both fail run the search. One trial certifies a whole assignment, so the bound is unchanged.
+    warm_start : after the first chunk, each layer's ladder starts at the ratio it took in the previous chunk and the
+        block search (`bisect`) runs on those ladders: when the previous choices still pass, ONE trial certifies the
+        whole chunk. Layers only move up the ladder where the bound requires it. The bound is unchanged.
     """
 
     chunk_size: int | None = 4
@@ -207,7 +208,7 @@ class EMLoC(Compressor):
 
     def select(self, adapter, state: ChunkState):
         if self.js_threshold == 0:  # only an unchanged output has JS 0: keep everything, no trial needed
-            return [None] * len(state.kv), {}, 0, False
+            return [None] * len(state.kv), {}, 0, [len(self.keep_ratios)] * len(state.kv)
         # 4. teacher pass: probes after [history | full chunk]
         work = [_cat(h, c) for h, c in zip(state.history, state.kv)]
         probes = adapter.collate(state.demos)
@@ -219,7 +220,9 @@ class EMLoC(Compressor):
         # 5. per layer, per KV head ranking of the chunk's entries
         protected = (state.batch.targets[0] | state.batch.predict[0])
         order = [scoring.rank(scoring.smooth(ctx.tail_scores[l], self.pool_kernel), protected) for l in range(len(work))]
-        counts = sorted({scoring.count_for(r, state.length) for r in self.keep_ratios} - {state.length})
+        counts = [scoring.count_for(r, state.length) for r in self.keep_ratios]
+        start = self._warm_steps(state)  # per layer, the first ladder step to try
+        ladders = [[c for c in counts[s:] if c < state.length] for s in start]
 
         # 6. trials: re-run the probes from the lowest pruned layer with the stored hidden state
         def trial(assign: dict[int, int]) -> float:
@@ -230,24 +233,15 @@ class EMLoC(Compressor):
             out, _ = adapter.run_layers(inputs[low], prep.positions, prep.seg, AttentionContext(prefix=prefix), start=low)
             return js_divergence(adapter.lm_logits(out[rows]), teacher)
 
-        result, spent = pruning.first_passing(self._proposals(state), trial, self.js_threshold)
-        searched = result is None
-        if searched:
-            result = pruning.SEARCHES[self.search](len(work), counts, trial, self.js_threshold)
-            result.trials += spent
+        warm = state.previous is not None and self.warm_start
+        search = pruning.bisect if warm else pruning.SEARCHES[self.search]
+        result = search(ladders, trial, self.js_threshold)
         keep = [scoring.keep_indices(order[l], result.kept[l]) if l in result.kept else None for l in range(len(work))]
-        return keep, result.js, result.trials, searched
+        steps = [counts.index(result.kept[l]) if l in result.kept else len(counts) for l in range(len(work))]
+        return keep, result.js, result.trials, steps
 
-    def _proposals(self, state: ChunkState) -> list[dict[int, int]]:
-        """The last searched chunk's ladder steps per layer, as is and one step larger (kept in full: not pruned)."""
-        prev = state.previous
-        if not self.warm_start or prev is None:
-            return []
-        ladder = [*self.keep_ratios, 1.0]
-        steps = []
-        for kept in prev.kept:
-            matches = [i for i, r in enumerate(ladder[:-1]) if scoring.count_for(r, prev.num_tokens) == kept]
-            steps.append(matches[0] if matches else len(ladder) - 1)
-        as_is = {l: scoring.count_for(ladder[i], state.length) for l, i in enumerate(steps) if i < len(ladder) - 1}
-        relaxed = {l: scoring.count_for(ladder[i + 1], state.length) for l, i in enumerate(steps) if i + 1 < len(ladder) - 1}
-        return [as_is, relaxed]
+    def _warm_steps(self, state: ChunkState) -> list[int]:
+        """Per layer, where its ladder starts: the previous chunk's step (warm start) or the smallest ratio."""
+        if not self.warm_start or state.previous is None:
+            return [0] * len(state.kv)
+        return list(state.previous.steps)

@@ -46,7 +46,7 @@ class ChunkRecord:
     tokens_by_kind: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     trials: int = 0
-    searched: bool = False  # budgets from a full search (True) or a warm-start proposal (False)
+    steps: list[int] = field(default_factory=list)  # per layer: index on the keep-ratio ladder (len = kept in full)
 
 
 class TaskMemory(Cache):

@@ -9,11 +9,12 @@ layers ≥ l. The last accepted trial therefore measured the chunk's final pruni
 chunk's JS ≤ δ (the same bound as the reference).
 
 * `greedy` — the reference search: per layer, the smallest ratio on the ladder that passes.
-* `first_passing` — the warm start: whole assignments (e.g. the previous chunk's budgets) tried in one trial
-  each; the first that passes is the chunk's pruning.
-* `bisect` — the same decisions for single layers, but first tries the smallest ratio on a whole block of
-  layers with one trial and only splits a block (upper half first) when it fails. Where most layers take the
-  smallest ratio this needs O(log L) trials per chunk instead of O(L).
+* `bisect` — tries every layer of a block at the first count of its ladder with ONE trial and only splits a
+  block (upper half first) when it fails; single layers then walk their ladders as in `greedy`. When most
+  layers pass at their first count this needs O(log L) trials instead of O(L) — which is what makes a warm
+  start cheap: ladders that begin at the previous chunk's choices usually pass as a whole.
+
+Each layer has its own ladder (counts, smallest first), so a warm start is just shorter ladders.
 
 This module knows nothing about models; `compress` supplies the oracle.
 """
@@ -33,63 +34,51 @@ class SearchResult:
     trials: int = 0
 
 
-def _try(result: SearchResult, trial: Trial, block: list[int], count: int, threshold: float) -> bool:
-    proposal = {**result.kept, **{layer: count for layer in block}}
-    value = trial(proposal)
+def _try(result: SearchResult, trial: Trial, proposal: dict[int, int], threshold: float) -> bool:
+    candidate = {**result.kept, **proposal}
+    value = trial(candidate)
     result.trials += 1
     if value <= threshold:
-        result.kept = proposal
-        for layer in block:
-            result.js[layer] = value
+        result.kept = candidate
+        result.js.update({layer: value for layer in proposal})
         return True
     return False
 
 
-def greedy(num_layers: int, counts: list[int], trial: Trial, threshold: float) -> SearchResult:
-    """Top-down, per layer, the smallest count whose trial passes; a layer with none stays full."""
+def greedy(ladders: list[list[int]], trial: Trial, threshold: float) -> SearchResult:
+    """Top-down, per layer, the first count of its ladder whose trial passes; a layer with none stays full.
+
+    ladders[l] : the counts layer l may keep, smallest first (an empty ladder: the layer stays full).
+    """
     result = SearchResult()
-    for layer in reversed(range(num_layers)):
-        for count in counts:
-            if _try(result, trial, [layer], count, threshold):
+    for layer in reversed(range(len(ladders))):
+        for count in ladders[layer]:
+            if _try(result, trial, {layer: count}, threshold):
                 break
     return result
 
 
-def bisect(num_layers: int, counts: list[int], trial: Trial, threshold: float) -> SearchResult:
-    """Top-down block search: a block passing at the smallest count is accepted whole, else split."""
+def bisect(ladders: list[list[int]], trial: Trial, threshold: float) -> SearchResult:
+    """Top-down block search: a block whose layers all pass at their first count is accepted with one trial;
+    otherwise it is split (upper half first) down to single layers, which walk their ladders."""
     result = SearchResult()
 
-    def solve(block: list[int]) -> None:  # block: layers in descending order
+    def solve(block: list[int]) -> None:  # layers in descending order, each with a non-empty ladder
         if len(block) == 1:
-            for count in counts:
-                if _try(result, trial, block, count, threshold):
+            for count in ladders[block[0]]:
+                if _try(result, trial, {block[0]: count}, threshold):
                     return
             return
-        if _try(result, trial, block, counts[0], threshold):
+        if _try(result, trial, {layer: ladders[layer][0] for layer in block}, threshold):
             return
         half = len(block) // 2
         solve(block[:half])  # upper layers first: lower ones must still be unpruned when they are tested
         solve(block[half:])
 
-    if counts:
-        solve(list(reversed(range(num_layers))))
+    layers = [layer for layer in reversed(range(len(ladders))) if ladders[layer]]
+    if layers:
+        solve(layers)
     return result
-
-
-def first_passing(proposals: list[dict[int, int]], trial: Trial, threshold: float) -> tuple[SearchResult | None, int]:
-    """Warm start: accept the first whole assignment whose single trial passes (that trial measures it entirely).
-
-    Returns the accepted result (None if every proposal failed) and the number of trials spent.
-    """
-    spent = 0
-    for proposal in proposals:
-        if not proposal:
-            continue
-        value = trial(proposal)
-        spent += 1
-        if value <= threshold:
-            return SearchResult(dict(proposal), {layer: value for layer in proposal}, spent), spent
-    return None, spent
 
 
 SEARCHES = {"greedy": greedy, "bisect": bisect}

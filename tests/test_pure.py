@@ -68,7 +68,7 @@ def make_oracle(cost_per_layer):
 def test_searches_respect_the_bound_and_go_top_down(search):
     cost = {l: {1: 0.004 if l >= 4 else 0.02, 2: 0.001, 5: 0.0005} for l in range(8)}
     trial, calls = make_oracle(cost)
-    res = pruning.SEARCHES[search](8, [1, 2, 5], trial, 0.01)
+    res = pruning.SEARCHES[search]([[1, 2, 5]] * 8, trial, 0.01)
     final = sum(cost[l][n] for l, n in res.kept.items())
     assert final <= 0.01 and all(v <= 0.01 for v in res.js.values())
     assert res.trials == len(calls)
@@ -79,24 +79,22 @@ def test_searches_respect_the_bound_and_go_top_down(search):
 
 def test_bisect_needs_one_trial_when_every_layer_takes_the_smallest_budget():
     trial, _ = make_oracle({l: {1: 0.001, 2: 0.0} for l in range(16)})
-    res = pruning.bisect(16, [1, 2], trial, 0.05)
+    res = pruning.bisect([[1, 2]] * 16, trial, 0.05)
     assert res.trials == 1 and res.kept == {l: 1 for l in range(16)}
-    assert pruning.greedy(16, [1, 2], trial, 0.05).trials == 16
+    assert pruning.greedy([[1, 2]] * 16, trial, 0.05).trials == 16
 
 
 def test_greedy_is_the_reference_rule():
     cost = {l: {1: 0.006, 2: 0.001} for l in range(3)}
     trial, _ = make_oracle(cost)
-    res = pruning.greedy(3, [1, 2], trial, 0.01)
+    res = pruning.greedy([[1, 2]] * 3, trial, 0.01)
     assert res.kept == {2: 1, 1: 2, 0: 2}  # top layer takes the smallest; then the budget is nearly spent
 
 
-def test_first_passing_accepts_the_first_whole_assignment():
-    trial, calls = make_oracle({0: {1: 0.5, 2: 0.001}, 1: {1: 0.5, 2: 0.001}})
-    res, spent = pruning.first_passing([{0: 1, 1: 1}, {0: 2, 1: 2}], trial, 0.01)
-    assert spent == 2 and res.kept == {0: 2, 1: 2}
-    res, spent = pruning.first_passing([{0: 1}], trial, 0.01)
-    assert res is None and spent == 1
+def test_per_layer_ladders_warm_start_and_empty_ladders_stay_full():
+    trial, calls = make_oracle({0: {2: 0.001}, 1: {1: 0.5, 2: 0.001}, 2: {}})
+    res = pruning.bisect([[2], [2], []], trial, 0.01)
+    assert res.kept == {0: 2, 1: 2} and res.trials == 1 and 2 not in calls[0]  # one trial certifies the block
 
 
 def test_chunks():
