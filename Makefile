@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-all bench sweep clean
+.PHONY: install demo test test-all bench sweep smoke analysis clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,12 @@ bench: install
 
 sweep: install  ## make sweep NAME=<file in sweeps/> ARGS="hydra/launcher=slurm"
 	$(BIN)/python run.py -m --config-dir sweeps --config-name $(NAME) $(ARGS)
+
+smoke: install  ## every sweep at smoke scale on the embedded default (CPU), into outputs/
+	for f in sweeps/smoke/*.yaml; do $(BIN)/python run.py --config-dir sweeps --config-name smoke/$$(basename $$f .yaml) $(ARGS) || exit 1; done
+
+analysis: install  ## execute every analysis notebook (papermill) on the smoke sweeps' results
+	bash analysis/run_all.sh
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -97,7 +97,7 @@ class Compressor:
         kept, not recomputed); `on_chunk`: called after every chunk (e.g. to persist progress)."""
         self.validate_demos(demos)
         renderer = adapter.renderer(instruction)
-        provenance = {**adapter.signature(), "method": self.name, **self.params(), "instruction": instruction,
+        provenance = {**adapter.signature(), "model": adapter.name, "method": self.name, **self.params(), "instruction": instruction,
                       "demo_ids": [d.uid for d in demos]}
         memory = TaskMemory(adapter.num_layers, provenance)
         if resume is not None:

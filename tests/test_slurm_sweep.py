@@ -5,7 +5,6 @@ Skipped when `sbatch` is not on PATH. Run: pytest -m slurm tests/test_slurm_swee
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITION = os.environ.get("SLURM_CI_PARTITION", "debug")
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(shutil.which("sbatch") is None, reason="no SLURM (sbatch) here")]
+QUERIES = 384
+from tests.cluster.test_slurm import SKIP_REASON  # noqa: E402  (no sbatch, or no controller outside CI)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
 
 
 def launch(tmp_path, *overrides, timeout=900):
@@ -51,12 +53,13 @@ def test_sweep_runs_as_a_slurm_array_and_reruns_do_nothing(tmp_path):
 def test_a_job_past_its_time_limit_is_requeued_and_resumes(tmp_path):
     """The real SmolLM2 on a run that outlives its 1-minute limit: SIGUSR2 → submitit checkpoint → requeue.
     The second attempt must take over the finished chunks / predictions, not recompute them."""
-    out = launch(tmp_path, "sweep_name=requeue", "logger=none", "task.num_shots=32", "task.num_queries=96",
-                 "method.chunk_size=4", "eval.batch_size=4", "hydra.launcher.timeout_min=1",
-                 "hydra.launcher.signal_delay_s=40", "hydra.launcher.max_num_timeout=3", timeout=1200)
+    # ~2-3 minutes of work against 90 s per attempt (2-minute limit, SIGUSR2 30 s before): at least one requeue
+    out = launch(tmp_path, "sweep_name=requeue", "logger=none", "task.num_shots=32", f"task.num_queries={QUERIES}",
+                 "method.chunk_size=4", "eval.batch_size=4", "hydra.launcher.timeout_min=2",
+                 "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=6", timeout=2400)
     assert out.returncode == 0, out.stderr[-3000:]
     [m] = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("runs/*/metrics.json")]
     assert m["attempt"] >= 1, "the job finished in its first attempt: the limit did not bite"
     assert m["resumed_chunks"] + m["resumed_predictions"] > 0
     rows = (tmp_path / "out" / "runs" / m["signature"] / "predictions.jsonl").read_text().splitlines()
-    assert len(rows) == len({json.loads(r)["uid"] for r in rows}) == 96, "a prediction was recomputed"
+    assert len(rows) == len({json.loads(r)["uid"] for r in rows}) == QUERIES, "a prediction was recomputed"
