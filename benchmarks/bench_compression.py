@@ -94,7 +94,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shots", type=int, nargs="+", default=[16, 64, 128, 256])
     ap.add_argument("--queries", type=int, default=32)
-    ap.add_argument("--chunk-size", type=int, default=16)
+    ap.add_argument("--chunk-size", type=int, default=8)
     ap.add_argument("--dtype", default="float32")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

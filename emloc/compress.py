@@ -183,7 +183,8 @@ class EMLoC(Compressor):
     search : "greedy" (the reference, one layer at a time) or "bisect" (blocks of layers, same bound).
     warm_start : after the first chunk, each layer's ladder starts at the ratio it took in the previous chunk and the
         block search (`bisect`) runs on those ladders: when the previous choices still pass, ONE trial certifies the
-        whole chunk. Layers only move up the ladder where the bound requires it. The bound is unchanged.
+        whole chunk. Then a window of a quarter of the layers (rotating with the chunk index) is offered one rung
+        down (`pruning.lower`), so no layer is stuck where one hard chunk pushed it. The bound is unchanged.
     """
 
     chunk_size: int | None = 4
@@ -236,9 +237,19 @@ class EMLoC(Compressor):
         warm = state.previous is not None and self.warm_start
         search = pruning.bisect if warm else pruning.SEARCHES[self.search]
         result = search(ladders, trial, self.js_threshold)
+        if warm:  # a rotating window of layers may step one rung down again (see `warm_start`)
+            width = math.ceil(len(work) / 4)
+            window = {(state.index * width + i) % len(work) for i in range(width)}
+            steps = self._steps(result, counts, len(work))
+            down = {l: counts[steps[l] - 1] for l in window if steps[l] > 0 and counts[steps[l] - 1] < state.length}
+            pruning.lower(result, down, trial, self.js_threshold)
         keep = [scoring.keep_indices(order[l], result.kept[l]) if l in result.kept else None for l in range(len(work))]
-        steps = [counts.index(result.kept[l]) if l in result.kept else len(counts) for l in range(len(work))]
-        return keep, result.js, result.trials, steps
+        return keep, result.js, result.trials, self._steps(result, counts, len(work))
+
+    @staticmethod
+    def _steps(result: pruning.SearchResult, counts: list[int], num_layers: int) -> list[int]:
+        """Per layer, the ladder rung it took (len(counts): kept in full)."""
+        return [counts.index(result.kept[l]) if l in result.kept else len(counts) for l in range(num_layers)]
 
     def _warm_steps(self, state: ChunkState) -> list[int]:
         """Per layer, where its ladder starts: the previous chunk's step (warm start) or the smallest ratio."""

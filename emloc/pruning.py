@@ -14,7 +14,9 @@ chunk's JS ≤ δ (the same bound as the reference).
   layers pass at their first count this needs O(log L) trials instead of O(L) — which is what makes a warm
   start cheap: ladders that begin at the previous chunk's choices usually pass as a whole.
 
-Each layer has its own ladder (counts, smallest first), so a warm start is just shorter ladders.
+Each layer has its own ladder (counts, smallest first), so a warm start is just shorter ladders. A warm start
+alone would only ever move layers UP the ladder (a ratchet: one hard chunk would fix a layer at full for the rest
+of the memory), so `lower` then offers some layers one rung down, again under the same bound.
 
 This module knows nothing about models; `compress` supplies the oracle.
 """
@@ -78,6 +80,20 @@ def bisect(ladders: list[list[int]], trial: Trial, threshold: float) -> SearchRe
     layers = [layer for layer in reversed(range(len(ladders))) if ladders[layer]]
     if layers:
         solve(layers)
+    return result
+
+
+def lower(result: SearchResult, proposals: dict[int, int], trial: Trial, threshold: float) -> SearchResult:
+    """After a search, try to move the layers of `proposals` (layer -> smaller count) down: all at once, then by
+    halves. Every accepted trial measures the whole chunk's assignment, so the bound is unchanged."""
+
+    def solve(block: list[int]) -> None:
+        if block and not _try(result, trial, {layer: proposals[layer] for layer in block}, threshold) and len(block) > 1:
+            half = len(block) // 2
+            solve(block[:half])
+            solve(block[half:])
+
+    solve(sorted(proposals, reverse=True))
     return result
 
 

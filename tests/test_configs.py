@@ -49,3 +49,55 @@ def test_npu_backend_says_what_is_missing():
         resolve_device("npu")
     with pytest.raises(ValueError, match="tpu"):
         resolve_device("tpu")
+
+
+PAPER_DATA = {"imagenet100": "ImageNet100", "illusionvqa": "csebuetnlp/illusionVQA-Soft-Localization",
+              "mme_realworld_lite": "yifanzhang114/MME-RealWorld-lite-lmms-eval", "ok_vqa": "lmms-lab/OK-VQA",
+              "screenspot_rec": "rootsautomation/ScreenSpot", "youcook2": "lmms-lab/YouCook2"}
+
+
+@pytest.mark.parametrize("task", sorted(PAPER_DATA))
+def test_paper_task_without_data_fails_fast_naming_the_dataset(task, tmp_path, monkeypatch):
+    """Offline and without a local copy, planning a paper task stops (before any model load) naming the dataset
+    and where it was looked for."""
+    import re
+    import time
+
+    from emloc.data.paper import DatasetUnavailableError
+
+    monkeypatch.setattr("emloc.models.loading.load", lambda *a, **k: pytest.fail("a model was loaded"))
+    extra = [] if task in ("imagenet100", "youcook2") else [f"task.loader.cache_dir={tmp_path}/hf"]
+    cfg = compose([f"experiment=qwen2vl7b_{task}_{200 if task == 'imagenet100' else 20}", f"paths.data_dir={tmp_path}",
+                   *extra], tmp_path)
+    start = time.perf_counter()
+    with pytest.raises(DatasetUnavailableError, match=re.escape(PAPER_DATA[task])) as err:
+        plan(cfg)
+    assert time.perf_counter() - start < 60
+    where = str(tmp_path) if task in ("imagenet100", "youcook2") else "hf download --repo-type dataset"
+    assert where in str(err.value)
+
+
+PAPER_SETTINGS = {  # task: (shots, demos per chunk, pixels per image, max new tokens, batch size)
+    "imagenet100": (200, 20, 64 * 28 * 28, 32, 1), "illusionvqa": (20, 4, 256 * 28 * 28, 16, 4),
+    "mme_realworld_lite": (20, 4, 256 * 28 * 28, 16, 4), "ok_vqa": (20, 4, 256 * 28 * 28, 128, 4),
+    "screenspot_rec": (20, 4, 256 * 28 * 28, 128, 4), "youcook2": (20, 4, 128 * 28 * 28, 128, 1),
+}
+
+
+@pytest.mark.parametrize("task", sorted(PAPER_SETTINGS))
+def test_paper_experiments_pin_the_reference_settings(task, tmp_path):
+    from omegaconf import OmegaConf
+
+    shots, chunk, pixels, tokens, batch = PAPER_SETTINGS[task]
+    cfg = compose([f"experiment=qwen2vl7b_{task}_{shots}"], tmp_path)
+    c = OmegaConf.to_container(cfg, resolve=True)
+    assert c["model"] == {"source": "Qwen/Qwen2-VL-7B-Instruct", "seed": 0, "min_pixels": pixels, "max_pixels": pixels}
+    assert c["backend"] == {"device": "cuda", "dtype": "bfloat16", "attn": "sdpa"}
+    assert (c["task"]["name"], c["task"]["num_shots"], c["eval"]["max_new_tokens"], c["eval"]["batch_size"]) == (
+        task, shots, tokens, batch)
+    assert c["task"]["demo_seed"] == 42 or c["task"]["loader"]["demo_order"] == "first"
+    method = instantiate(cfg.method)
+    assert (method.chunk_size, method.js_threshold, method.keep_ratios, method.search, method.warm_start) == (
+        chunk, 0.005, (0.1, 0.2, 0.5), "greedy", False)
+    for other in ("zero_shot", "full_context"):  # the baselines compose under the same experiment
+        assert instantiate(compose([f"experiment=qwen2vl7b_{task}_{shots}", f"method={other}"], tmp_path).method).name

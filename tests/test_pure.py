@@ -97,6 +97,18 @@ def test_per_layer_ladders_warm_start_and_empty_ladders_stay_full():
     assert res.kept == {0: 2, 1: 2} and res.trials == 1 and 2 not in calls[0]  # one trial certifies the block
 
 
+def test_lower_moves_layers_back_down_under_the_same_bound():
+    """After a warm start (layers 0-3 at full), `lower` offers them a smaller count: the ones that fit are taken,
+    the one that would break the bound (layer 2) stays, and the final assignment still meets the bound."""
+    cost = {l: {1: 0.03 if l == 2 else 0.001, 4: 0.0} for l in range(4)}
+    trial, calls = make_oracle(cost)
+    res = pruning.SearchResult(kept={3: 4})
+    pruning.lower(res, {0: 1, 1: 1, 2: 1, 3: 1}, trial, 0.01)
+    assert res.kept == {0: 1, 1: 1, 3: 1} and sum(cost[l][n] for l, n in res.kept.items()) <= 0.01
+    assert all(set(call) >= {3} for call in calls)  # every trial measures the whole assignment
+    assert pruning.lower(pruning.SearchResult(), {}, trial, 0.01).trials == 0
+
+
 def test_chunks():
     assert chunks(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
     with pytest.raises(ValueError, match="chunk_size"):

@@ -98,3 +98,23 @@ def test_unreadable_image_names_the_file_and_the_run_is_not_done(tmp_path):
     with pytest.raises(ValueError, match="broken.png"):
         runner.run(cfg)
     assert not list((tmp_path / "out").rglob("metrics.json"))
+
+
+def test_console_script_runs_like_run_py(tmp_path):
+    """`emloc run` composes the same config tree as run.py; a second call finds the run finished and does no work."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("emloc")
+    args = [str(exe), "run", "debug=tiny", "logger=none", f"paths.output_dir={tmp_path}", f"hydra.run.dir={tmp_path}/hydra"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    [metrics] = list(tmp_path.glob("runs/*/metrics.json"))
+    assert json.loads(metrics.read_text())["num_queries"] > 0
+    stamp = metrics.stat().st_mtime_ns
+    second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0 and "is finished" in second.stdout + second.stderr
+    assert metrics.stat().st_mtime_ns == stamp
