@@ -37,11 +37,8 @@ bench: install
 sweep: install  ## make sweep NAME=<file in sweeps/> ARGS="hydra/launcher=slurm"
 	$(BIN)/python run.py -m --config-dir sweeps --config-name $(NAME) $(ARGS)
 
-smoke: install  ## every sweep at smoke scale on the embedded default (CPU), into outputs/ (finished runs are skipped)
-	@for f in sweeps/smoke/*.yaml; do n=smoke/$$(basename $$f .yaml); t=$$(date +%s); echo "== $$n"; \
-	  $(BIN)/python run.py --config-dir sweeps --config-name $$n $(ARGS) || exit 1; \
-	  echo "== $$n: done in $$(( $$(date +%s) - t )) s wall (user, sys CPU of all sweeps so far: 2nd line)"; times; \
-	done
+smoke: install  ## every sweep at smoke scale on the embedded default (CPU) into outputs/, in 2 lanes; reruns skip
+	bash sweeps/smoke/run_all.sh $(ARGS)
 
 analysis: install  ## execute every analysis notebook (papermill) on the smoke sweeps' results
 	bash analysis/run_all.sh

@@ -4,13 +4,13 @@ One row per run: every metric of `metrics.json` (or the W&B summary) plus the fl
 (`method.js_threshold`, `task.num_shots`, `task.demo_seed`, ...). Three sources give the same rows:
 
 * run folders (`<output_dir>/runs/<signature>/`), the default;
-* W&B offline files (`run-*.wandb`, read with the `wandb leet inspect` command, no server, no import of wandb);
-* the W&B public API for an online project/group.
+* W&B offline files (`run-*.wandb`, read with the `wandb leet inspect` command: no server, no import of wandb);
+* the W&B public API for an online project/group (through `emloc.tracking`, the one module importing wandb).
 
-On top of the rows: `load_sweep` (the runs of one sweep, checked against its file in `sweeps/`: which grid points
-and demo seeds are missing), `aggregate` (mean, std, min–max and 95 % CI over `task.demo_seed` per grid point),
-`layer_frame` (the per-layer, per-chunk `memory_stats.json` records), the Markdown/CSV tables and, through
-`emloc.figures`, the PNG figures. `python -m emloc.report <sweep>` (or `emloc report <sweep>`) writes them all.
+`load_sweep` gathers the runs of one sweep and checks them against its file in `sweeps/` (which grid points and
+demo seeds are missing, which runs started but did not finish). Aggregation and tables are `emloc.tables`, figures
+`emloc.figures`; both are re-exported here. `python -m emloc.report <sweep>` (or `emloc report <sweep>`) writes
+every table and figure of a sweep.
 
 It deliberately does not import torch or run anything; it reads what runs wrote.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import subprocess
@@ -34,55 +33,48 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from emloc.tables import (METRICS, SEED, SweepError, Table, aggregate, fmt_value, label, matched_retention_table,
+                          point_label, same_value, summary_table, t975)
+
+__all__ = ["METRICS", "SEED", "FIGURES", "Sweep", "SweepError", "Table", "aggregate", "figure", "label",
+           "load_runs", "load_sweep", "load_wandb_api", "load_wandb_offline", "main", "matched_retention_table",
+           "point_label", "show", "summary_table", "t975", "write_report"]
+
 log = logging.getLogger(__name__)
 CONFIG_KEYS = ("model", "task", "method", "backend", "eval", "seed", "sweep_name")
-METRICS = ("accuracy", "num_queries", "num_shots", "context_tokens", "memory_tokens", "retention", "max_chunk_js",
-           "compress_seconds", "query_seconds_mean", "peak_rss_mb")
 INT_METRICS = ("num_queries", "num_shots", "context_tokens")
 LABEL_COLUMNS = ("method", "model", "task", "signature", "sweep_name", "memory_key")
-SEED = "task.demo_seed"
 REPO = Path(__file__).resolve().parents[1]
-# the grid of each sweep file stem, used when the sweep file itself is not found
-STEM_GRID = {"main_table": ["method"], "ablate_js_threshold": ["method.js_threshold"],
-             "ablate_chunk_size": ["method.chunk_size"], "ablate_shots": ["task.num_shots", "method"],
-             "ablate_keep_ratios": ["method.keep_ratios"], "pruning_strategies": ["method"]}
-METHOD_ORDER = ("zeroshot", "fullcontext", "emloc", "snapkv", "pyramidkv", "h2o", "streamingllm", "randomkeep")
-METHOD_LABELS = {"zeroshot": "zero-shot", "fullcontext": "full context", "emloc": "EMLoC", "snapkv": "SnapKV",
-                 "pyramidkv": "PyramidKV", "h2o": "H2O", "streamingllm": "StreamingLLM", "randomkeep": "random"}
-SHORT = {"method.js_threshold": "δ", "method.chunk_size": "chunk", "task.num_shots": "shots",
-         "method.keep_ratios": "ladder", "method.keep_ratio": "keep"}
-PARAM_LABELS = {"method": "method", "method.js_threshold": "JS threshold δ (nats / answer token)",
-                "method.chunk_size": "chunk size (demonstrations per chunk)", "task.num_shots": "number of shots",
-                "method.keep_ratios": "keep-ratio ladder", "method.keep_ratio": "keep ratio"}
-# (column, header, scale, decimals) of the summary tables
-TABLE_METRICS = (("accuracy", "accuracy (%)", 100, 1), ("retention", "retention (%)", 100, 1),
-                 ("memory_tokens", "memory (tokens/layer)", 1, 0), ("context_tokens", "context (tokens)", 1, 0),
-                 ("query_seconds_mean", "latency (ms/query)", 1000, 0), ("compress_seconds", "compression (s)", 1, 1),
-                 ("peak_rss_mb", "peak RSS (MB)", 1, 0))
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
-
-
-class SweepError(RuntimeError):
-    """A sweep has no usable runs (or lacks what a table or figure needs); the message says what is missing."""
+FIGURES = {  # sweep file stem → its figures (a sweep of another stem gets every figure its runs support)
+    "main_table": ["accuracy_vs_shots", "cost_pareto", "kept_heatmap", "js_per_layer", "token_kinds"],
+    "ablate_js_threshold": ["accuracy_vs_param", "kept_heatmap", "js_per_layer", "token_kinds", "cost_pareto"],
+    "ablate_chunk_size": ["accuracy_vs_param", "kept_heatmap", "js_per_layer", "cost_pareto"],
+    "ablate_shots": ["accuracy_vs_shots", "cost_pareto", "kept_heatmap"],
+    "ablate_keep_ratios": ["accuracy_vs_param", "kept_heatmap", "token_kinds", "cost_pareto"],
+    "pruning_strategies": ["cost_pareto", "token_kinds", "kept_heatmap", "js_per_layer"],
+}
 
 
 # ---------------------------------------------------------------------------------------------------- loading
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
+            out.update(_flatten(v, f"{prefix}{k}."))
         else:
-            out[key] = tuple(v) if isinstance(v, list) else v
+            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
     return out
 
 
 def _row(metrics: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     cfg = {k: config[k] for k in CONFIG_KEYS if k in config}
     cfg.get("method", {}).pop("show_progress", None)
+    # W&B media entries (dicts, e.g. memory/per_layer) and internal keys are not run metrics
     scalars = {k: v for k, v in metrics.items() if not k.startswith("_") and not isinstance(v, (dict, list))}
-    return {**flatten(cfg), **scalars}  # W&B media entries (dicts, e.g. memory/per_layer) are not run metrics
+    row = {**_flatten(cfg), **scalars}
+    if "num_shots" in scalars and "task.num_shots" in row:  # what ran: zero-shot runs with 0 shots whatever was asked
+        row["task.num_shots"] = scalars["num_shots"]
+    return row
 
 
 def _tidy(df: pd.DataFrame) -> pd.DataFrame:
@@ -118,7 +110,7 @@ def load_runs(output_dir: str | Path, sweep: str | None = None) -> pd.DataFrame:
 
 
 def read_wandb_run(path: str | Path) -> dict[str, Any]:
-    """Config and summary of one offline `run-*.wandb` file."""
+    """State, config and summary of one offline `run-*.wandb` file (`wandb leet inspect --summary --json`)."""
     exe = shutil.which("wandb", path=str(Path(sys.executable).parent)) or shutil.which("wandb")
     if exe is None:
         raise FileNotFoundError("the `wandb` command is not installed (pip install wandb)")
@@ -130,11 +122,17 @@ def read_wandb_run(path: str | Path) -> dict[str, Any]:
 
 def load_wandb_offline(output_dir: str | Path, sweep: str | None = None) -> pd.DataFrame:
     """Finished runs from the W&B offline files under `<output_dir>/runs/*/wandb/`."""
-    paths = sorted(Path(output_dir).glob("runs/*/wandb/*/run-*.wandb"))
+    # `wandb/latest-run` is a symlink to one of the `offline-run-*` folders: count every file once
+    paths = sorted({p.resolve() for p in Path(output_dir).glob("runs/*/wandb/*/run-*.wandb")})
     with ThreadPoolExecutor(max_workers=4) as pool:  # each file is one `wandb leet inspect` process
         runs = list(pool.map(read_wandb_run, paths))
-    rows = [_row(run["summary"], run["config"]) for run in runs
-            if run.get("state") == "finished" and "accuracy" in run.get("summary", {})]
+    latest: dict[str, dict] = {}  # a forced rerun leaves a second W&B run: like the run folder, keep the last one
+    for run in runs:
+        if run.get("state") == "finished" and "accuracy" in run.get("summary", {}):
+            sig = run["summary"].get("signature", run.get("file"))
+            if sig not in latest or run.get("start_time", "") >= latest[sig].get("start_time", ""):
+                latest[sig] = run
+    rows = [_row(run["summary"], run["config"]) for run in latest.values()]
     return _frame(rows, f"W&B offline files under {output_dir}", sweep)
 
 
@@ -152,14 +150,12 @@ class SweepSpec:
     """The grid of one sweep file: `{override key: [values]}` as Hydra's basic sweeper expands it."""
 
     path: Path
-    name: str
     params: dict[str, list[Any]]
-    matched_retention: float | None = None
 
 
 def find_sweep_file(sweep_name: str, sweeps_dir: str | Path | None = None) -> SweepSpec | None:
     """The file under `sweeps_dir` (default: the repository's `sweeps/`) whose `sweep_name` is `sweep_name`."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # the sweeper's own grammar
 
     for path in sorted(Path(sweeps_dir or REPO / "sweeps").rglob("*.yaml")):
         doc = yaml.safe_load(path.read_text()) or {}
@@ -169,26 +165,13 @@ def find_sweep_file(sweep_name: str, sweeps_dir: str | Path | None = None) -> Sw
         for key, spec in ((doc.get("hydra") or {}).get("sweeper") or {}).get("params", {}).items():
             strings = parser.parse_overrides([f"{key}={spec}"])[0].sweep_string_iterator()
             params[key] = [parser.parse_overrides([f"{key}={s}"])[0].value() for s in strings]
-        return SweepSpec(path, sweep_name, params, doc.get("matched_retention"))
+        return SweepSpec(path, params)
     return None
-
-
-def _group_target(group: str, option: Any, conf: Path) -> str | None:
-    file = conf / group / f"{option}.yaml"
-    return (yaml.safe_load(file.read_text()) or {}).get("_target_") if file.is_file() else None
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_same, a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
 
 
 @dataclass
 class Sweep:
-    """The finished runs of one sweep, its grid columns and what is missing from it."""
+    """The finished runs of one sweep, its grid columns (`by`, the demo seed excluded) and what is missing."""
 
     name: str
     stem: str
@@ -196,269 +179,148 @@ class Sweep:
     by: list[str]
     output_dir: Path | None
     spec: SweepSpec | None = None
+    expected: int | None = None  # distinct runs the sweep file asks for
     missing: list[str] = field(default_factory=list)  # grid points (with seed) without a finished run
     unfinished: list[str] = field(default_factory=list)  # run folders started but without metrics.json
 
-    @property
-    def complete(self) -> bool:
-        return self.spec is not None and not self.missing
-
     def status(self) -> str:
         seeds = sorted(int(s) for s in self.runs[SEED].unique()) if SEED in self.runs else []
-        head = f"sweep {self.name!r}: {len(self.runs)} finished runs, {self.runs.groupby(self.by, dropna=False).ngroups} grid points, demo seeds {seeds}"
+        points = self.runs.groupby(self.by, dropna=False).ngroups
+        head = f"sweep {self.name!r}: {len(self.runs)} finished runs, {points} grid points, demo seeds {seeds}"
         if self.spec is None:
             return head + " (no sweep file declares this sweep_name: completeness not checked)"
-        expected = math.prod(len(v) for v in self.spec.params.values())
-        lines = [head + f"; {self.spec.path.name} expects {expected} runs"]
+        lines = [head + f"; {self.spec.path.name} expects {self.expected} runs"]
         if self.missing:
-            lines.append(f"PARTIAL: {len(self.missing)} of {expected} expected runs are missing:")
+            lines.append(f"PARTIAL: {len(self.missing)} of {self.expected} expected runs are missing:")
             lines += [f"  - {m}" for m in self.missing]
             lines.append("  (tables and figures use the runs that exist; every point states its number of seeds n)")
         if self.unfinished:
             lines.append(f"started but not finished ({len(self.unfinished)}): " + ", ".join(self.unfinished))
         return "\n".join(lines) if len(lines) > 1 else lines[0] + " (complete)"
 
+    def layers(self) -> pd.DataFrame:
+        """One row per run × chunk × layer from the runs' `memory_stats.json`: kept entries, accepted JS, kinds."""
+        rows, lacking = [], []
+        for _, run in self.runs.iterrows():
+            path = (self.output_dir or Path(".")) / "runs" / run["signature"] / "memory_stats.json"
+            if not path.is_file():
+                lacking.append(run["signature"])
+                continue
+            base = {c: run[c] for c in self.by} | {"signature": run["signature"], SEED: run.get(SEED)}
+            for ch in json.loads(path.read_text())["chunks"]:
+                for layer, kept in enumerate(ch["kept"]):
+                    rows.append({**base, "chunk": ch["index"], "layer": layer, "num_tokens": ch["num_tokens"],
+                                 "kept": kept, "js": ch["js"][layer],
+                                 **{f"tokens_{k}": n for k, n in ch["tokens_by_kind"].items()},
+                                 **{f"kept_{k}": n for k, n in ch["kept_by_kind"][layer].items()}})
+        if not rows:
+            raise SweepError(f"per-layer figures need memory_stats.json in the run folders ({self.output_dir}/runs/"
+                             f"<signature>/); none found for the {len(lacking)} runs of sweep {self.name!r}")
+        if lacking:
+            log.warning("memory_stats.json missing for %d runs of %s: %s", len(lacking), self.name, ", ".join(lacking))
+        return pd.DataFrame(rows)
 
-def _grid_columns(df: pd.DataFrame, spec: SweepSpec | None, stem: str) -> list[str]:
+
+def _grid_columns(df: pd.DataFrame, spec: SweepSpec | None) -> list[str]:
+    """The sweep file's grid keys, or (no file) the config columns that vary across the runs."""
     if spec is not None:
-        keys = [k for k in spec.params if k != SEED]
-    elif stem in STEM_GRID:
-        keys = STEM_GRID[stem]
-    else:  # infer: config columns that vary across runs
-        keys = [c for c in df.columns if "." in c and c != SEED and df[c].astype(str).nunique() > 1]
-        if "method" in df and df["method"].nunique() > 1:
-            keys = ["method"] + [k for k in keys if not k.startswith("method.")]
-    by = list(keys)  # a config group (method, model, task) is matched on the run's label column of that name
-    missing = [k for k in by if k not in df]
-    if missing:
-        raise SweepError(f"the runs lack the grid column(s) {missing} of sweep {df['sweep_name'].iloc[0]!r}")
+        by = [k for k in spec.params if k != SEED]  # a config group (method) matches the run's label column
+    else:
+        by = [c for c in df.columns if "." in c and c != SEED and df[c].astype(str).nunique() > 1]
+        if df["method"].nunique() > 1:  # the method's own fields vary with it: group by its name only
+            by = ["method"] + [k for k in by if not k.startswith("method.")]
+    lacking = [k for k in by if k not in df]
+    if lacking:
+        raise SweepError(f"the runs lack the grid column(s) {lacking} of sweep {df['sweep_name'].iloc[0]!r}")
     return by or ["method"]
 
 
-def _missing_points(df: pd.DataFrame, spec: SweepSpec, conf: Path) -> list[str]:
-    keys, targets = list(spec.params), {}
-    for k in keys:
-        if "." not in k:  # a config group: match on the option's _target_
-            targets[k] = {opt: _group_target(k, opt, conf) for opt in spec.params[k]}
+def _group_target(group: str, option: Any, conf: Path) -> str | None:
+    file = conf / group / f"{option}.yaml"
+    return (yaml.safe_load(file.read_text()) or {}).get("_target_") if file.is_file() else None
+
+
+def _expected_points(spec: SweepSpec, conf: Path) -> dict[str, dict[str, Any]]:
+    """The distinct runs a sweep file asks for: label → `{column: value}`, a config group matched on its `_target_`.
+
+    Grid points that are the same run count once: zero-shot ignores `task.num_shots` (the runner signs and runs it
+    with 0 shots, so its other shot counts are skipped as finished)."""
+    points: dict[str, dict[str, Any]] = {}
+    for values in product(*spec.params.values()):
+        point = {}
+        for key, value in zip(spec.params, values):
+            if "." in key:
+                point[key] = value
+            elif target := _group_target(key, value, conf):  # a group option without a file is not checked
+                point[f"{key}._target_"] = target
+        if "task.num_shots" in point and any(str(v).endswith(".ZeroShot") for v in point.values()):
+            point["task.num_shots"] = 0
+        if point not in points.values():
+            points[" ".join(f"{k}={fmt_value(v)}" for k, v in zip(spec.params, values))] = point
+    return points
+
+
+def _missing_points(df: pd.DataFrame, spec: SweepSpec, conf: Path) -> tuple[int, list[str]]:
+    """How many runs the sweep file asks for, and those (demo seed included) without a finished run."""
+    expected = _expected_points(spec, conf)
     missing = []
-    for point in product(*spec.params.values()):
+    for name, point in expected.items():
         mask = pd.Series(True, index=df.index)
-        for k, v in zip(keys, point):
-            col, want = (f"{k}._target_", targets[k][v]) if k in targets else (k, v)
-            if col not in df or want is None:
-                continue
-            mask &= df[col].map(lambda x, w=want: _same(x, w))
+        for col, want in point.items():
+            if col in df:
+                mask &= df[col].map(lambda x, w=want: same_value(x, w))
         if not mask.any():
-            missing.append(" ".join(f"{k}={_fmt_value(v)}" for k, v in zip(keys, point)))
-    return missing
+            missing.append(name)
+    return len(expected), missing
+
+
+def _sweep_names(output_dir: Path) -> pd.Series:
+    return pd.Series([(yaml.safe_load(p.read_text()) or {}).get("sweep_name")
+                      for p in sorted(output_dir.glob("runs/*/config.yaml"))], dtype=object)
 
 
 def _unfinished(output_dir: Path, sweep_name: str) -> list[str]:
-    out = []
-    for cfg_file in sorted((output_dir / "runs").glob("*/config.yaml")):
-        if (cfg_file.parent / "metrics.json").exists():
-            continue
-        cfg = yaml.safe_load(cfg_file.read_text()) or {}
-        if cfg.get("sweep_name") == sweep_name:
-            out.append(cfg_file.parent.name)
-    return out
-
-
-def stem_of(sweep_name: str) -> str:
-    return sweep_name.removeprefix("smoke_")
+    names = _sweep_names(output_dir)
+    folders = sorted(p.parent for p in output_dir.glob("runs/*/config.yaml"))
+    return [f.name for f, n in zip(folders, names) if n == sweep_name and not (f / "metrics.json").exists()]
 
 
 def load_sweep(output_dir: str | Path | None = "outputs", sweep_name: str = "adhoc", source: str = "runs",
                stem: str | None = None, sweeps_dir: str | Path | None = None, project: str = "emloc",
                entity: str | None = None) -> Sweep:
-    """The runs of one sweep from `source` ("runs", "wandb-offline" or "wandb-api"), checked against its sweep file."""
+    """The runs of one sweep from `source` ("runs", "wandb-offline" or "wandb-api"), checked against its sweep file.
+
+    Raises `SweepError` naming what is missing (no runs, or none of this sweep, and how to run it)."""
     out = Path(output_dir) if output_dir is not None else None
     loaders = {"runs": lambda: load_runs(out, sweep_name), "wandb-offline": lambda: load_wandb_offline(out, sweep_name),
                "wandb-api": lambda: load_wandb_api(project, entity, sweep_name)}
     if source not in loaders:
         raise ValueError(f"source must be one of {sorted(loaders)}, got {source!r}")
-    spec = find_sweep_file(sweep_name, sweeps_dir)
     sweeps_root = Path(sweeps_dir or REPO / "sweeps")
+    spec = find_sweep_file(sweep_name, sweeps_root)
     hint = (f"\n  run it with: python run.py -m --config-dir {sweeps_root} --config-name "
             f"{spec.path.relative_to(sweeps_root).with_suffix('')}") if spec else ""
-    if source != "wandb-api" and (out is None or not (out / "runs").is_dir()):
+    local = source != "wandb-api"
+    if local and (out is None or not (out / "runs").is_dir()):
         raise SweepError(f"no run folders at {out}/runs: nothing to report for sweep {sweep_name!r}{hint}")
     try:
         df = loaders[source]()
     except FileNotFoundError as err:
-        others = ""
-        if source != "wandb-api":
-            names = pd.Series([(yaml.safe_load(p.read_text()) or {}).get("sweep_name") for p in out.glob("runs/*/config.yaml")])
-            others = "; sweeps present: " + (", ".join(f"{k} ({v} runs)" for k, v in names.value_counts().items()) or "none")
-        raise SweepError(f"{err}{others}{hint}") from None
-    by = _grid_columns(df, spec, stem or stem_of(sweep_name))
-    sweep = Sweep(sweep_name, stem or stem_of(sweep_name), df, by, out, spec)
+        present = ""
+        if local:
+            counts = _sweep_names(out).value_counts()
+            present = "; sweeps present: " + (", ".join(f"{k} ({v} runs)" for k, v in counts.items()) or "none")
+        raise SweepError(f"{err}{present}{hint}") from None
+    sweep = Sweep(sweep_name, stem or sweep_name.removeprefix("smoke_"), df, _grid_columns(df, spec), out, spec)
     if spec is not None:
-        sweep.missing = _missing_points(df, spec, (sweeps_dir and Path(sweeps_dir).parent or REPO) / "conf")
-    if out is not None and source != "wandb-api":
+        conf = sweeps_root.parent / "conf"
+        sweep.expected, sweep.missing = _missing_points(df, spec, conf if conf.is_dir() else REPO / "conf")
+    if local:
         sweep.unfinished = _unfinished(out, sweep_name)
     return sweep
 
 
-# ---------------------------------------------------------------------------------------------------- aggregation
-def t975(n: int) -> float:
-    """Two-sided 95 % Student-t quantile for n samples (n - 1 degrees of freedom)."""
-    return T975[n - 2] if 2 <= n <= len(T975) + 1 else 1.96
-
-
-def _order_key(col: str):
-    return (lambda s: s.map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER))) if col == "method" else \
-        (lambda s: s.map(lambda v: (len(v), v) if isinstance(v, tuple) else v))
-
-
-def aggregate(df: pd.DataFrame, by: list[str], metrics: tuple[str, ...] = METRICS, seed: str = SEED) -> pd.DataFrame:
-    """Per grid point (`by`): n seeds and, per metric, `_mean`, `_std`, `_min`, `_max`, `_ci_low`, `_ci_high` (95 %)."""
-    rows = []
-    for key, g in df.groupby(by, dropna=False, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        if seed in g and g[seed].duplicated().any():
-            varying = [c for c in g.columns if "." in c and c != seed and g[c].astype(str).nunique() > 1]
-            raise SweepError(f"several runs per demo seed at {dict(zip(by, key))}: group also by {varying}")
-        row = {**dict(zip(by, key)), "n": len(g), "seeds": " ".join(str(int(s)) for s in sorted(g[seed])) if seed in g else ""}
-        for m in metrics:
-            v = pd.to_numeric(g[m], errors="coerce").dropna() if m in g else pd.Series(dtype=float)
-            mean, std = (v.mean(), v.std(ddof=1)) if len(v) else (math.nan, math.nan)
-            half = t975(len(v)) * std / math.sqrt(len(v)) if len(v) > 1 else math.nan
-            row.update({f"{m}_mean": mean, f"{m}_std": std if len(v) > 1 else math.nan, f"{m}_min": v.min(),
-                        f"{m}_max": v.max(), f"{m}_ci_low": mean - half, f"{m}_ci_high": mean + half})
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    return out.sort_values(by[::-1], key=lambda s: _order_key(s.name)(s), kind="stable").reset_index(drop=True)
-
-
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
-    if isinstance(v, float):
-        return "–" if math.isnan(v) else f"{v:g}"
-    return str(v)
-
-
-def label(col: str, value: Any) -> str:
-    """Human label of a grid value (method names as in the paper)."""
-    return METHOD_LABELS.get(value, str(value)) if col == "method" else _fmt_value(value)
-
-
-def point_label(row: pd.Series | dict, by: list[str]) -> str:
-    parts = [label(c, row[c]) if c == "method" else f"{SHORT.get(c, c.split('.')[-1])} = {label(c, row[c])}" for c in by]
-    return ", ".join(parts)
-
-
-def layer_frame(sweep: Sweep) -> pd.DataFrame:
-    """One row per run × chunk × layer from the runs' `memory_stats.json`: kept entries, accepted JS, token kinds."""
-    rows, lacking = [], []
-    for _, run in sweep.runs.iterrows():
-        path = (sweep.output_dir or Path(".")) / "runs" / run["signature"] / "memory_stats.json"
-        if not path.is_file():
-            lacking.append(run["signature"])
-            continue
-        stats = json.loads(path.read_text())
-        base = {c: run[c] for c in sweep.by} | {"signature": run["signature"], SEED: run.get(SEED)}
-        for ch in stats["chunks"]:
-            for layer, kept in enumerate(ch["kept"]):
-                kinds = ch["kept_by_kind"][layer] if layer < len(ch.get("kept_by_kind", [])) else {}
-                rows.append({**base, "chunk": ch["index"], "layer": layer, "num_tokens": ch["num_tokens"], "kept": kept,
-                             "js": ch["js"][layer], **{f"tokens_{k}": n for k, n in ch.get("tokens_by_kind", {}).items()},
-                             **{f"kept_{k}": n for k, n in kinds.items()}})
-    if not rows:
-        raise SweepError(f"per-layer figures need memory_stats.json in the run folders ({sweep.output_dir}/runs/<signature>/);"
-                         f" none found for the {len(lacking)} runs of sweep {sweep.name!r}")
-    if lacking:
-        log.warning("memory_stats.json missing for %d runs of %s: %s", len(lacking), sweep.name, ", ".join(lacking))
-    return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------------------------- tables
-@dataclass
-class Table:
-    name: str
-    title: str
-    frame: pd.DataFrame  # formatted strings, as in the Markdown
-    data: pd.DataFrame  # numbers (the CSV)
-    notes: str = ""
-
-    def markdown(self) -> str:
-        cols = list(self.frame.columns)
-        right = {c for c in cols if c == "n" or c in {h for _, h, _, _ in TABLE_METRICS} or c.startswith("Δ")}
-        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("--:" if c in right else "---" for c in cols) + "|"]
-        lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in self.frame.itertuples(index=False)]
-        return f"### {self.title}\n\n" + "\n".join(lines) + (f"\n\n{self.notes}\n" if self.notes else "\n")
-
-    def _repr_markdown_(self) -> str:
-        return self.markdown()
-
-    def write(self, directory: str | Path) -> list[Path]:
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"{self.name}.md").write_text(self.markdown())
-        self.data.to_csv(d / f"{self.name}.csv", index=False)
-        return [d / f"{self.name}.md", d / f"{self.name}.csv"]
-
-
-def _cell(row: pd.Series, m: str, scale: float, decimals: int) -> str:
-    mean, std = row[f"{m}_mean"] * scale, row[f"{m}_std"] * scale
-    if math.isnan(mean):
-        return "–"
-    return f"{mean:.{decimals}f}" + ("" if math.isnan(std) else f" ± {std:.{decimals}f}")
-
-
-def _table(sweep: Sweep, agg: pd.DataFrame, name: str, title: str, extra: dict[str, list[str]] | None = None) -> Table:
-    frame = pd.DataFrame({PARAM_LABELS.get(c, c): [label(c, v) for v in agg[c]] for c in sweep.by})
-    for col, values in (extra or {}).items():
-        frame[col] = values
-    frame["n"] = agg["n"].astype(str)
-    for m, head, scale, dec in TABLE_METRICS:
-        frame[head] = [_cell(r, m, scale, dec) for _, r in agg.iterrows()]
-    notes = (f"mean ± sample std over demo seeds (`task.demo_seed`); n = seeds per row. {len(sweep.runs)} runs of "
-             f"`{sweep.name}` ({', '.join(sorted(sweep.runs['model'].unique()))}, task {', '.join(sorted(sweep.runs['task'].unique()))}). "
-             "Retention = memory tokens / context tokens; latency = mean wall time per query.")
-    if sweep.missing:
-        notes += f" **Partial sweep: {len(sweep.missing)} expected runs missing** ({'; '.join(sweep.missing)})."
-    data = agg.copy()
-    for c in sweep.by:
-        data[c] = [label(c, v) for v in data[c]]
-    return Table(name, title, frame, data, notes)
-
-
-def summary_table(sweep: Sweep) -> Table:
-    """Every grid point of the sweep: accuracy, retention, memory, latency, compression time (mean ± std)."""
-    return _table(sweep, aggregate(sweep.runs, sweep.by), "summary", f"{sweep.name}: results per grid point")
-
-
-def matched_retention_table(sweep: Sweep) -> Table:
-    """EMLoC against the fixed-ratio pruning strategies at (about) EMLoC's retention (paper Table 5)."""
-    if "method" not in sweep.by or "emloc" not in set(sweep.runs["method"]):
-        raise SweepError(f"the matched-retention table needs EMLoC runs in sweep {sweep.name!r}; methods present: "
-                         f"{sorted(sweep.runs['method'].unique())}")
-    agg = aggregate(sweep.runs, sweep.by)
-    ref = agg[agg["method"] == "emloc"].iloc[0]
-    target = sweep.runs.get("method.keep_ratio", pd.Series(dtype=float)).dropna()
-    delta = [f"{(r['accuracy_mean'] - ref['accuracy_mean']) * 100:+.1f}" if r["method"] != "emloc" else "0"
-             for _, r in agg.iterrows()]
-    table = _table(sweep, agg, "matched_retention", f"{sweep.name}: pruning strategies at matched retention",
-                   {"Δ accuracy vs EMLoC (pp)": delta})
-    table.data["accuracy_delta_vs_emloc"] = [(a - ref["accuracy_mean"]) for a in agg["accuracy_mean"]]
-    table.notes += (f" Fixed-ratio baselines keep `keep_ratio` = {', '.join(sorted({f'{v:g}' for v in target})) or '?'} of every chunk;"
-                    f" EMLoC's measured retention here is {ref['retention_mean'] * 100:.1f} %.")
-    return table
-
-
 # ---------------------------------------------------------------------------------------------------- products
-FIGURES = {  # stem → figures written for it (others get every figure their runs support)
-    "main_table": ["accuracy_vs_shots", "cost_pareto", "kept_heatmap", "js_per_layer", "token_kinds"],
-    "ablate_js_threshold": ["accuracy_vs_param", "kept_heatmap", "js_per_layer", "token_kinds", "cost_pareto"],
-    "ablate_chunk_size": ["accuracy_vs_param", "kept_heatmap", "js_per_layer", "cost_pareto"],
-    "ablate_shots": ["accuracy_vs_shots", "cost_pareto", "kept_heatmap"],
-    "ablate_keep_ratios": ["accuracy_vs_param", "kept_heatmap", "token_kinds", "cost_pareto"],
-    "pruning_strategies": ["cost_pareto", "token_kinds", "kept_heatmap", "js_per_layer"],
-}
-
-
 def figure(sweep: Sweep, kind: str, path: str | Path | None = None, err: str = "minmax"):
     """Draw one figure (see `emloc.figures`); saved as PNG when `path` (a .png file or a directory) is given, and
     the path returned; otherwise the matplotlib Figure."""
@@ -482,7 +344,20 @@ def show(obj: Any) -> None:
     except ImportError:
         print(obj.markdown() if isinstance(obj, Table) else obj)
         return
-    display(Markdown(obj.markdown()) if isinstance(obj, Table) else Image(filename=str(obj)) if str(obj).endswith(".png") else obj)
+    if isinstance(obj, Table):
+        display(Markdown(obj.markdown()))
+    else:
+        display(Image(filename=str(obj)) if str(obj).endswith(".png") else obj)
+
+
+def products(sweep: Sweep) -> tuple[list, list[str]]:
+    """The table makers and figure kinds of a sweep (by its stem; else whatever its runs support)."""
+    from emloc import figures
+
+    tables = [summary_table]
+    if sweep.stem == "pruning_strategies" or (sweep.stem not in FIGURES and "method" in sweep.by):
+        tables.append(matched_retention_table)
+    return tables, FIGURES.get(sweep.stem) or figures.applicable(sweep)
 
 
 def write_report(sweep: Sweep, out: str | Path, err: str = "minmax") -> list[Path]:
@@ -490,17 +365,13 @@ def write_report(sweep: Sweep, out: str | Path, err: str = "minmax") -> list[Pat
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []
-    tables = [summary_table]
-    if sweep.stem == "pruning_strategies" or (sweep.stem not in FIGURES and "method" in sweep.by):
-        tables.append(matched_retention_table)
+    tables, kinds = products(sweep)
     for make in tables:
         try:
             written += make(sweep).write(out)
         except SweepError as e:
             skipped.append(f"{make.__name__}: {e}")
-    from emloc import figures
-
-    for kind in FIGURES.get(sweep.stem) or figures.applicable(sweep):
+    for kind in kinds:
         try:
             written.append(figure(sweep, kind, out, err))
         except SweepError as e:
@@ -517,9 +388,10 @@ def write_report(sweep: Sweep, out: str | Path, err: str = "minmax") -> list[Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="emloc report", description="Tables (Markdown + CSV) and PNG figures of one sweep.")
+    ap = argparse.ArgumentParser(prog="emloc report", description="Tables (Markdown + CSV) and PNG figures of a sweep.")
     ap.add_argument("sweep", help="sweep name (the runs' `sweep_name`, e.g. smoke_ablate_js_threshold)")
-    ap.add_argument("--output-dir", default=os.environ.get("EMLOC_OUTPUT", "outputs"), help="where the runs are (default: $EMLOC_OUTPUT or outputs)")
+    ap.add_argument("--output-dir", default=os.environ.get("EMLOC_OUTPUT", "outputs"),
+                    help="where the runs are (default: $EMLOC_OUTPUT or outputs)")
     ap.add_argument("--out", help="where to write the report (default: reports/<sweep>)")
     ap.add_argument("--source", choices=("runs", "wandb-offline", "wandb-api"), default="runs")
     ap.add_argument("--project", default="emloc", help="W&B project (--source wandb-api)")
@@ -531,12 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        sweep = load_sweep(args.output_dir, args.sweep, args.source, args.stem, args.sweeps_dir, args.project, args.entity)
+        sweep = load_sweep(args.output_dir, args.sweep, args.source, args.stem, args.sweeps_dir, args.project,
+                           args.entity)
     except (SweepError, ValueError) as e:
         print(f"emloc report: error: {e}", file=sys.stderr)
         return 2
     print(sweep.status(), file=sys.stderr if sweep.missing else sys.stdout)
-    if args.strict and not sweep.complete:
+    if args.strict and (sweep.spec is None or sweep.missing):
         print("emloc report: error: the sweep is partial (--strict)", file=sys.stderr)
         return 3
     paths = write_report(sweep, args.out or Path("reports") / args.sweep, args.err)
