@@ -1,11 +1,12 @@
 """The paper's figures from a `Sweep`: matplotlib (Agg, object API: no pyplot state), no torch.
 
 Every point is the mean over demo seeds with an error bar (min–max by default, or a 95 % CI / std); bands do the
-same for per-layer curves. `draw(kind, sweep)` returns a Figure; `report.figure` saves it. Kinds:
+same for per-layer curves. `draw(kind, sweep)` returns a Figure; `report.figure` saves it. It reads only the
+`Sweep` it is given (its runs frame and `layers()`), never files. Kinds:
 
 * `accuracy_vs_shots` — accuracy and memory size vs number of shots, zero-shot as a reference line;
 * `accuracy_vs_param` — accuracy and retention vs the sweep's parameter (JS threshold, chunk size, keep ladder);
-* `kept_heatmap` — kept entries per layer × chunk, as % of the chunk's tokens;
+* `kept_heatmap` — kept entries per layer × chunk, as % of the chunk's tokens (mean, and its spread over seeds);
 * `js_per_layer` — the accepted JS divergence per layer against the threshold δ;
 * `token_kinds` — % of each token kind (template / image / question / answer) pruned per layer (paper Fig. 5);
 * `cost_pareto` — accuracy vs per-query latency and vs memory tokens, with the Pareto front.
@@ -273,7 +274,6 @@ def kept_heatmap(sweep: Sweep, err: str) -> Figure:
     for i in range(len(groups), rows * cols):
         axes[2 * (i // cols), i % cols].set_visible(False)
         axes[2 * (i // cols) + 1, i % cols].set_visible(False)
-    tops, bottoms = [], []
     for i, g in enumerate(groups):
         top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
         kept = g["rows"].assign(pct=lambda d: 100 * d["kept"] / d["num_tokens"])
@@ -285,10 +285,9 @@ def kept_heatmap(sweep: Sweep, err: str) -> Figure:
         top.set_title(f"{g['label']}\nretention {g['point']['retention_mean'] * 100:.0f} %, mean of {seeds}",
                       fontsize=10.5)
         bottom.set_title(f"{g['label']}: spread over {seeds}" + (" (none: grey)" if n < 2 else ""), fontsize=10.5)
-        tops.append(top)
-        bottoms.append(bottom)
-    fig.colorbar(mean_image, ax=tops, label="kept entries, mean (% of the chunk's tokens)", shrink=0.9)
-    fig.colorbar(spread_image, ax=bottoms, label=f"spread over seeds: {SPREAD_TEXT[err]} (pp)", shrink=0.9)
+    for r in range(rows):  # one pair of colour bars per row of panels
+        fig.colorbar(mean_image, ax=list(axes[2 * r]), label="kept, mean (% of chunk)", shrink=0.9)
+        fig.colorbar(spread_image, ax=list(axes[2 * r + 1]), label=f"spread: {SPREAD_TEXT[err]} (pp)", shrink=0.9)
     _suptitle(fig, sweep, "Kept tokens per layer × chunk (top: mean; below: spread over demo seeds)", None)
     return fig
 
@@ -317,7 +316,7 @@ def js_per_layer(sweep: Sweep, err: str) -> Figure:
     ax.set_xlabel("layer (0 = input side)")
     ax.set_ylabel("accepted JS divergence (nats / answer token)")
     ax.set_title("JS divergence of the accepted pruning per layer (mean over chunks)")
-    ax.legend(loc="best")
+    _legend_below(fig, ax)
     _suptitle(fig, sweep, "Accepted JS divergence per layer", err, "bands")
     return fig
 

@@ -154,8 +154,9 @@ def _table(sweep: Sweep, agg: pd.DataFrame, name: str, title: str, extra: dict[s
     runs = sweep.runs
     notes = (f"mean ± sample std over demo seeds (`{SEED}`); n = seeds per row. {len(runs)} runs of `{sweep.name}` "
              f"({', '.join(sorted(runs['model'].unique()))}, task {', '.join(sorted(runs['task'].unique()))}, "
-             f"{fmt_value(sorted(runs['num_queries'].unique().tolist()))} queries per run). "
-             "Retention = memory tokens / context tokens; latency = mean wall time per query.")
+             f"{'/'.join(str(n) for n in sorted(runs['num_queries'].unique()))} queries per run). "
+             "Retention = memory tokens / context tokens; latency = mean wall time per query and compression = wall "
+             "time of the memory's build (both depend on how busy the machine was); peak RSS = the run's process.")
     if sweep.missing:
         notes += f" **Partial sweep: {len(sweep.missing)} expected runs missing** ({'; '.join(sweep.missing)})."
     data = agg.copy()
