@@ -13,20 +13,12 @@
 # EMLOC_OUTPUT (default outputs/); per-sweep logs go to $EMLOC_OUTPUT/smoke-logs/<sweep>.log.
 # Finished runs are skipped, so a rerun does no work.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
 
 FIRST="main_table"
-LANE_A="ablate_shots ablate_keep_ratios"
-LANE_B="ablate_chunk_size pruning_strategies ablate_js_threshold"
-PYTHON="${PYTHON:-.venv/bin/python}"
-LOGS="${EMLOC_OUTPUT:-outputs}/smoke-logs"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-mkdir -p "$LOGS"
-
-for f in sweeps/smoke/*.yaml; do
-  n=$(basename "$f" .yaml)
-  case " $FIRST $LANE_A $LANE_B " in *" $n "*) ;; *) echo "run_all.sh: sweeps/smoke/$n.yaml is in no lane" >&2; exit 2 ;; esac
-done
+# each sweep alone on 1 thread, from scratch (s): main_table 425 | ablate_shots 582, pruning_strategies 303,
+# ablate_js_threshold 260 | ablate_chunk_size 660, ablate_keep_ratios 364  ->  ~26 min on 2 otherwise idle cores
+LANE_A="ablate_shots pruning_strategies ablate_js_threshold"
+LANE_B="ablate_chunk_size ablate_keep_ratios"
 
 # run NAME...: each sweep in turn, its output in $LOGS/NAME.log; prints wall and CPU time per sweep
 run() {
@@ -43,16 +35,32 @@ run() {
   done
 }
 
-OVERRIDES=("$@")
-start=$SECONDS
-run $FIRST || exit 1
-if [ "${SMOKE_LANES:-2}" = 1 ]; then
-  run $LANE_A $LANE_B || exit 1
-else
-  run $LANE_A & a=$!
-  run $LANE_B & b=$!
-  wait $a; ra=$?
-  wait $b; rb=$?
-  [ "$ra" = 0 ] && [ "$rb" = 0 ] || exit 1
-fi
-echo "== all smoke sweeps: $(( SECONDS - start )) s wall"
+main() {
+  cd "$(dirname "$0")/../.."
+  PYTHON="${PYTHON:-.venv/bin/python}"
+  LOGS="${EMLOC_OUTPUT:-outputs}/smoke-logs"
+  OVERRIDES=("$@")
+  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+  mkdir -p "$LOGS"
+  local f n start=$SECONDS a b ra rb
+  for f in sweeps/smoke/*.yaml; do
+    n=$(basename "$f" .yaml)
+    case " $FIRST $LANE_A $LANE_B " in
+      *" $n "*) ;;
+      *) echo "run_all.sh: sweeps/smoke/$n.yaml is in no lane" >&2; return 2 ;;
+    esac
+  done
+  run $FIRST || return 1
+  if [ "${SMOKE_LANES:-2}" = 1 ]; then
+    run $LANE_A $LANE_B || return 1
+  else
+    run $LANE_A & a=$!
+    run $LANE_B & b=$!
+    wait $a; ra=$?
+    wait $b; rb=$?
+    [ "$ra" = 0 ] && [ "$rb" = 0 ] || return 1
+  fi
+  echo "== all smoke sweeps: $(( SECONDS - start )) s wall"
+}
+
+main "$@"; exit  # the whole file is read before anything runs: editing it during a run is safe
