@@ -1,6 +1,6 @@
 """Compression and query cost of EMLoC against its baselines, measured in one run on the packaged SmolLM2.
 
-    python benchmarks/bench_compression.py [--shots 16 64 128 256] [--queries 32] [--chunk-size 16]
+    python benchmarks/bench_compression.py [--shots 16 64 128 256] [--queries 32] [KEY=VALUE ...]
 
 For each shot count it prints: context tokens, memory tokens (mean and per layer), compression seconds, one
 full-context prefill, per-query latency of zero-shot / full context / EMLoC / SnapKV at EMLoC's retention,
@@ -15,9 +15,11 @@ import argparse
 import os
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import torch
+from omegaconf import OmegaConf
 
 from emloc.attention import AttentionContext
 from emloc.baselines import SnapKV
@@ -71,13 +73,13 @@ def per_query(adapter, memory, renderer, queries):
 
 
 @torch.no_grad()
-def bench(adapter, task, shots: int, num_queries: int, chunk_size: int) -> dict:
+def bench(adapter, task, shots: int, num_queries: int, method: dict) -> dict:
     split = task.split(shots, num_queries, demo_seed=0)
     r = adapter.renderer(task.instruction)
     full, prefill = timed(lambda: FullContext(show_progress=False).build(adapter, split.demos, task.instruction))
     with PeakRSS() as rss:
-        emloc, compress = timed(lambda: EMLoC(chunk_size=chunk_size, show_progress=False).build(adapter, split.demos, task.instruction))
-    snap = SnapKV(keep_ratio=emloc.retention, chunk_size=chunk_size, show_progress=False).build(adapter, split.demos, task.instruction)
+        emloc, compress = timed(lambda: EMLoC(**method, show_progress=False).build(adapter, split.demos, task.instruction))
+    snap = SnapKV(keep_ratio=emloc.retention, chunk_size=method["chunk_size"], show_progress=False).build(adapter, split.demos, task.instruction)
     zero = ZeroShot(show_progress=False).build(adapter, [], task.instruction)
     lat = {name: per_query(adapter, m, r, split.queries) for name, m in
            (("zero_shot", zero), ("full_context", full), ("emloc", emloc), ("snapkv", snap))}
@@ -94,20 +96,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shots", type=int, nargs="+", default=[16, 64, 128, 256])
     ap.add_argument("--queries", type=int, default=32)
-    ap.add_argument("--chunk-size", type=int, default=8)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help="EMLoC parameters over conf/method/emloc.yaml (the framework default), e.g. warm_search=path")
     args = ap.parse_args()
+    method = OmegaConf.merge(OmegaConf.load(Path(__file__).parents[1] / "conf/method/emloc.yaml"),
+                             OmegaConf.from_dotlist(args.overrides))
+    method = {k: v for k, v in OmegaConf.to_container(method).items() if k != "_target_"}
+    print(f"EMLoC: {method}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     adapter = load("packaged:smollm2-135m-instruct", dtype=args.dtype)
     task = Iso3166Task()
-    bench(adapter, task, 8, 2, args.chunk_size)  # warm-up: first calls pay one-off kernel initialisation
+    bench(adapter, task, 8, 2, method)  # warm-up: first calls pay one-off kernel initialisation
     head = (f"{'shots':>5} {'ctx':>6} {'mem':>7} {'keep':>5} {'compress_s':>10} {'prefill_s':>9} {'comp/pre':>8} "
             f"{'q_zero_ms':>9} {'q_full_ms':>9} {'q_emloc_ms':>10} {'q_snap_ms':>9} {'full/em':>7} {'em/zero':>7} "
             f"{'rss_mb':>6} {'js_em':>7} {'js_snap':>7} {'trials':>6}")
     print(head)
     for shots in args.shots:
-        m = bench(adapter, task, shots, args.queries, args.chunk_size)
+        m = bench(adapter, task, shots, args.queries, method)
         print(f"{m['shots']:>5} {m['context_tokens']:>6} {m['memory_tokens']:>7.1f} {m['retention']:>5.2f} "
               f"{m['compress_s']:>10.1f} {m['prefill_s']:>9.2f} {m['compress_s'] / m['prefill_s']:>8.1f} "
               f"{m['q_zero_shot_ms']:>9.1f} {m['q_full_context_ms']:>9.1f} {m['q_emloc_ms']:>10.1f} {m['q_snapkv_ms']:>9.1f} "

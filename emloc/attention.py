@@ -27,6 +27,8 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask,
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
+KV = tuple[torch.Tensor, torch.Tensor]
+
 BASES = {"sdpa": sdpa_attention_forward, "eager": eager_attention_forward}
 MASKS = {"sdpa": sdpa_mask, "eager": eager_mask}
 
@@ -37,8 +39,8 @@ class AttentionContext:
 
     Attributes
     ----------
-    prefix : list of (keys, values) or None, one per layer
-        memory entries, each (1, num_kv_heads, M_l, head_dim); broadcast over the batch.
+    prefix : per layer, None, (keys, values) or a list of such pieces (joined in order: no caller has to copy a
+        memory to append a chunk to it); each (1, num_kv_heads, M_l, head_dim), broadcast over the batch.
     prefix_bias : dict layer -> tensor, optional
         additive bias (1, num_heads | 1, 1, M_l) on the prefix columns; used to mask entries of a full-length
         memory (tests the equivalence of pruning and masking).
@@ -51,7 +53,7 @@ class AttentionContext:
         (num_kv_heads, M_l - score_start) summed over rows and batch; (bsz, num_kv_heads, k_len) per row.
     """
 
-    prefix: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None
+    prefix: list[KV | list[KV | None] | None] | None = None
     prefix_bias: dict[int, torch.Tensor] = field(default_factory=dict)
     score_rows: torch.Tensor | None = None
     score_start: list[int] | None = None
@@ -65,18 +67,17 @@ def _memory_attention(module, query, key, value, attention_mask, *, _base, emloc
     layer = module.layer_idx
     bsz, q_len = query.shape[0], query.shape[2]
     pre = emloc.prefix[layer] if emloc.prefix is not None else None
-    if pre is not None:
-        pk, pv = pre
-        m = pk.shape[-2]
-        key = torch.cat([pk.to(key.dtype).expand(bsz, -1, -1, -1), key], dim=2)
-        value = torch.cat([pv.to(value.dtype).expand(bsz, -1, -1, -1), value], dim=2)
+    pieces = [] if pre is None else [pre] if isinstance(pre, tuple) else [p for p in pre if p is not None]
+    m = sum(p[0].shape[-2] for p in pieces)
+    if pieces:
+        key = torch.cat([p[0].to(key.dtype).expand(bsz, -1, -1, -1) for p in pieces] + [key], dim=2)
+        value = torch.cat([p[1].to(value.dtype).expand(bsz, -1, -1, -1) for p in pieces] + [value], dim=2)
         block = torch.zeros(bsz, 1, q_len, m, dtype=attention_mask.dtype, device=attention_mask.device)
         if layer in emloc.prefix_bias:
             block = block + emloc.prefix_bias[layer].to(block.dtype)
             attention_mask = attention_mask.expand(bsz, block.shape[1], -1, -1)
         attention_mask = torch.cat([block, attention_mask], dim=-1)
     if emloc.score_rows is not None:
-        m = 0 if pre is None else pre[0].shape[-2]
         start = emloc.score_start[layer] if emloc.score_start is not None else 0
         _accumulate_scores(emloc, layer, query, key, attention_mask, m, start, kw.get("scaling"))
     return _base(module, query, key, value, attention_mask, **kw)

@@ -13,16 +13,19 @@ chunk's JS ≤ δ (the same bound as the reference).
   block (upper half first) when it fails; single layers then walk their ladders as in `greedy`. When most
   layers pass at their first count this needs O(log L) trials instead of O(L) — which is what makes a warm
   start cheap: ladders that begin at the previous chunk's choices usually pass as a whole.
+* `gallop` — along one path of assignments ordered from most to least pruned (`budget_path`), the first that
+  passes, found by galloping from a starting point then bisection: O(log distance) trials, each of a whole
+  assignment. Started at the previous chunk's choices it needs a handful of trials per chunk.
 
-Each layer has its own ladder (counts, smallest first), so a warm start is just shorter ladders. A warm start
-alone would only ever move layers UP the ladder (a ratchet: one hard chunk would fix a layer at full for the rest
-of the memory), so `lower` then offers some layers one rung down, again under the same bound.
+Each layer has its own ladder (counts, smallest first), so a warm start is just shorter ladders (`compress` decides
+where each ladder starts).
 
 This module knows nothing about models; `compress` supplies the oracle.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -83,18 +86,67 @@ def bisect(ladders: list[list[int]], trial: Trial, threshold: float) -> SearchRe
     return result
 
 
-def lower(result: SearchResult, proposals: dict[int, int], trial: Trial, threshold: float) -> SearchResult:
-    """After a search, try to move the layers of `proposals` (layer -> smaller count) down: all at once, then by
-    halves. Every accepted trial measures the whole chunk's assignment, so the bound is unchanged."""
+def budget_path(rungs: list[list[tuple[int, float]]], begin: list[int] | None = None) -> list[dict[int, int]]:
+    """Assignments from the most pruned to none, raising one layer by one rung per step.
 
-    def solve(block: list[int]) -> None:
-        if block and not _try(result, trial, {layer: proposals[layer] for layer in block}, threshold) and len(block) > 1:
-            half = len(block) // 2
-            solve(block[:half])
-            solve(block[half:])
+    rungs[l] : layer l's ladder as (count, cost) pairs, smallest count first, the last one keeping everything
+        (cost: what pruning to that count loses, e.g. dropped attention mass).
+    begin[l] : the rung layer l starts at (default: the first). Steps go level by level — every layer's first step
+        up from its beginning before any second step — and within a level the step that removes the most cost per
+        extra entry kept comes first. Returns len = total steps + 1; the last assignment is empty."""
+    begin = list(begin) if begin is not None else [0] * len(rungs)
+    at = list(begin)
 
-    solve(sorted(proposals, reverse=True))
+    def key(layer: int) -> tuple[int, float, int]:
+        (c0, cost0), (c1, cost1) = rungs[layer][at[layer]], rungs[layer][at[layer] + 1]
+        return at[layer] - begin[layer], -(cost0 - cost1) / max(c1 - c0, 1), layer
+
+    assign = {layer: r[at[layer]][0] for layer, r in enumerate(rungs) if at[layer] < len(r) - 1}
+    heap = [key(layer) for layer in assign]
+    heapq.heapify(heap)
+    path = [dict(assign)]
+    while heap:
+        layer = heapq.heappop(heap)[2]
+        at[layer] += 1
+        if at[layer] == len(rungs[layer]) - 1:
+            del assign[layer]
+        else:
+            assign[layer] = rungs[layer][at[layer]][0]
+            heapq.heappush(heap, key(layer))
+        path.append(dict(assign))
+    return path
+
+
+def gallop(path: list[dict[int, int]], trial: Trial, threshold: float, start: int) -> SearchResult:
+    """The first assignment of `path` (ordered from most to least pruned, the last one empty) whose trial passes,
+    assuming the divergence falls along the path: a galloping search from `start`, then bisection — O(log distance)
+    trials, each measuring a whole assignment, so the accepted one meets the bound whatever the path."""
+    result, values = SearchResult(), {len(path) - 1: 0.0}  # pruning nothing changes nothing: no trial
+
+    def passes(t: int) -> bool:
+        if t not in values:
+            values[t] = trial(path[t])
+            result.trials += 1
+        return values[t] <= threshold
+
+    lo, hi = -1, len(path) - 1  # path[lo] fails (or lo = -1), path[hi] passes
+    t, step = min(max(start, 0), hi), 1
+    if passes(t):
+        hi = t
+        while hi - step > lo and passes(hi - step):
+            hi, step = hi - step, step * 2
+        lo = max(lo, hi - step)
+    else:
+        lo = t
+        while lo + step < hi and not passes(lo + step):
+            lo, step = lo + step, step * 2
+        hi = min(hi, lo + step)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if passes(mid) else (mid, hi)
+    result.kept = dict(path[hi])
+    result.js = dict.fromkeys(result.kept, values[hi])
     return result
 
 
-SEARCHES = {"greedy": greedy, "bisect": bisect}
+SEARCHES = {"greedy": greedy, "bisect": bisect}  # searches from scratch (`gallop` needs a path and a start)

@@ -26,15 +26,15 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import product
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from emloc.tables import (METRICS, SEED, SweepError, Table, aggregate, fmt_value, label, matched_retention_table,
-                          point_label, same_value, summary_table, t975)
+from emloc.sweepfile import SweepSpec, find_sweep_file, missing_points
+from emloc.tables import (METRICS, SEED, SweepError, Table, aggregate, label, matched_retention_table, point_label,
+                          summary_table, t975)
 
 __all__ = ["METRICS", "SEED", "FIGURES", "Sweep", "SweepError", "Table", "aggregate", "figure", "label",
            "load_runs", "load_sweep", "load_wandb_api", "load_wandb_offline", "main", "matched_retention_table",
@@ -146,30 +146,6 @@ def load_wandb_api(project: str, entity: str | None = None, sweep: str | None = 
 
 # ---------------------------------------------------------------------------------------------------- sweeps
 @dataclass
-class SweepSpec:
-    """The grid of one sweep file: `{override key: [values]}` as Hydra's basic sweeper expands it."""
-
-    path: Path
-    params: dict[str, list[Any]]
-
-
-def find_sweep_file(sweep_name: str, sweeps_dir: str | Path | None = None) -> SweepSpec | None:
-    """The file under `sweeps_dir` (default: the repository's `sweeps/`) whose `sweep_name` is `sweep_name`."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser  # the sweeper's own grammar
-
-    for path in sorted(Path(sweeps_dir or REPO / "sweeps").rglob("*.yaml")):
-        doc = yaml.safe_load(path.read_text()) or {}
-        if doc.get("sweep_name") != sweep_name:
-            continue
-        parser, params = OverridesParser.create(), {}
-        for key, spec in ((doc.get("hydra") or {}).get("sweeper") or {}).get("params", {}).items():
-            strings = parser.parse_overrides([f"{key}={spec}"])[0].sweep_string_iterator()
-            params[key] = [parser.parse_overrides([f"{key}={s}"])[0].value() for s in strings]
-        return SweepSpec(path, params)
-    return None
-
-
-@dataclass
 class Sweep:
     """The finished runs of one sweep, its grid columns (`by`, the demo seed excluded) and what is missing."""
 
@@ -235,45 +211,6 @@ def _grid_columns(df: pd.DataFrame, spec: SweepSpec | None) -> list[str]:
     return by or ["method"]
 
 
-def _group_target(group: str, option: Any, conf: Path) -> str | None:
-    file = conf / group / f"{option}.yaml"
-    return (yaml.safe_load(file.read_text()) or {}).get("_target_") if file.is_file() else None
-
-
-def _expected_points(spec: SweepSpec, conf: Path) -> dict[str, dict[str, Any]]:
-    """The distinct runs a sweep file asks for: label → `{column: value}`, a config group matched on its `_target_`.
-
-    Grid points that are the same run count once: zero-shot ignores `task.num_shots` (the runner signs and runs it
-    with 0 shots, so its other shot counts are skipped as finished)."""
-    points: dict[str, dict[str, Any]] = {}
-    for values in product(*spec.params.values()):
-        point = {}
-        for key, value in zip(spec.params, values):
-            if "." in key:
-                point[key] = value
-            elif target := _group_target(key, value, conf):  # a group option without a file is not checked
-                point[f"{key}._target_"] = target
-        if "task.num_shots" in point and any(str(v).endswith(".ZeroShot") for v in point.values()):
-            point["task.num_shots"] = 0
-        if point not in points.values():
-            points[" ".join(f"{k}={fmt_value(v)}" for k, v in zip(spec.params, values))] = point
-    return points
-
-
-def _missing_points(df: pd.DataFrame, spec: SweepSpec, conf: Path) -> tuple[int, list[str]]:
-    """How many runs the sweep file asks for, and those (demo seed included) without a finished run."""
-    expected = _expected_points(spec, conf)
-    missing = []
-    for name, point in expected.items():
-        mask = pd.Series(True, index=df.index)
-        for col, want in point.items():
-            if col in df:
-                mask &= df[col].map(lambda x, w=want: same_value(x, w))
-        if not mask.any():
-            missing.append(name)
-    return len(expected), missing
-
-
 def _sweep_names(output_dir: Path) -> pd.Series:
     return pd.Series([(yaml.safe_load(p.read_text()) or {}).get("sweep_name")
                       for p in sorted(output_dir.glob("runs/*/config.yaml"))], dtype=object)
@@ -314,7 +251,7 @@ def load_sweep(output_dir: str | Path | None = "outputs", sweep_name: str = "adh
     sweep = Sweep(sweep_name, stem or sweep_name.removeprefix("smoke_"), df, _grid_columns(df, spec), out, spec)
     if spec is not None:
         conf = sweeps_root.parent / "conf"
-        sweep.expected, sweep.missing = _missing_points(df, spec, conf if conf.is_dir() else REPO / "conf")
+        sweep.expected, sweep.missing = missing_points(df, spec, conf if conf.is_dir() else REPO / "conf")
     if local:
         sweep.unfinished = _unfinished(out, sweep_name)
     return sweep

@@ -77,6 +77,8 @@ def plan(cfg: DictConfig) -> Plan:
     split = task.split(shots, cfg.task.num_queries, cfg.task.demo_seed, cfg.task.query_seed)
     semantic = OmegaConf.to_container(cfg, resolve=True)
     semantic["task"]["num_shots"] = shots
+    if getattr(method, "revision", None) is not None:  # a changed search invalidates the runs and memories it made
+        semantic["method"]["revision"] = method.revision
     mem_key = {"model": semantic["model"], "dtype": semantic["backend"]["dtype"], "method": semantic["method"],
                "demos": [d.uid for d in split.demos], "instruction": task.instruction}
     mem_sig = hashlib.sha1(json.dumps(mem_key, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -47,3 +47,11 @@ def gather(kv: tuple[torch.Tensor, torch.Tensor], idx: torch.Tensor) -> tuple[to
 def count_for(ratio: float, length: int) -> int:
     """Entries kept at a keep ratio (floor, as the reference; at least one)."""
     return max(1, min(length, int(ratio * length)))
+
+
+def dropped_mass(scores: torch.Tensor, order: torch.Tensor, counts: list[int]) -> list[float]:
+    """For each count, the fraction of a layer's score mass (all heads) outside the first `count` ranked entries of
+    every head. scores, order: (heads, n)."""
+    ranked = scores.float().gather(1, order.to(scores.device)).sum(0).cumsum(0)  # mass of the top-k, k = 1..n
+    total = ranked[-1].clamp_min(torch.finfo(torch.float32).tiny)
+    return [float(1 - ranked[c - 1] / total) for c in counts]

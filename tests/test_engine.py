@@ -74,11 +74,13 @@ def test_mrope_offset_is_the_position_extent_not_the_token_count(qwen_vl, demos_
     assert 0 < memory.position_offset < memory.num_source_tokens  # images advance positions by max(h, w) only
 
 
-@pytest.mark.parametrize("search", ["greedy", "bisect"])
-def test_every_accepted_layer_meets_the_bound_and_stats_match(llama, search):
+@pytest.mark.parametrize("search, warm_start, warm_search", [("greedy", True, "bisect"), ("bisect", False, "bisect"),
+                                                            ("greedy", True, "path")])
+def test_every_accepted_layer_meets_the_bound_and_stats_match(llama, search, warm_start, warm_search):
     demos = make_demos(9)
     delta = 0.02
-    memory = EMLoC(chunk_size=3, js_threshold=delta, search=search, warm_start=search == "greedy").build(llama, demos, INSTR)
+    memory = EMLoC(chunk_size=3, js_threshold=delta, search=search, warm_start=warm_start,
+                   warm_search=warm_search).build(llama, demos, INSTR)
     assert any(k < c.num_tokens for c in memory.chunks for k in c.kept), "nothing was pruned: the test is vacuous"
     for c in memory.chunks:
         for kept, js in zip(c.kept, c.js):
@@ -177,7 +179,7 @@ def test_single_demo_chunks_work(llama):
     ({"chunk_size": 0}, "chunk_size"), ({"js_threshold": -0.1}, "js_threshold"),
     ({"js_threshold": float("nan")}, "js_threshold"), ({"keep_ratios": (0.5, 0.2)}, "keep_ratios"),
     ({"keep_ratios": (0.0, 0.5)}, "keep_ratios"), ({"keep_ratios": (0.5, 1.5)}, "keep_ratios"),
-    ({"pool_kernel": 4}, "kernel"), ({"search": "annealing"}, "search")])
+    ({"pool_kernel": 4}, "kernel"), ({"search": "annealing"}, "search"), ({"warm_search": "path2"}, "path2")])
 def test_bad_parameters_fail_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EMLoC(**kwargs)

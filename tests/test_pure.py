@@ -97,16 +97,43 @@ def test_per_layer_ladders_warm_start_and_empty_ladders_stay_full():
     assert res.kept == {0: 2, 1: 2} and res.trials == 1 and 2 not in calls[0]  # one trial certifies the block
 
 
-def test_lower_moves_layers_back_down_under_the_same_bound():
-    """After a warm start (layers 0-3 at full), `lower` offers them a smaller count: the ones that fit are taken,
-    the one that would break the bound (layer 2) stays, and the final assignment still meets the bound."""
-    cost = {l: {1: 0.03 if l == 2 else 0.001, 4: 0.0} for l in range(4)}
-    trial, calls = make_oracle(cost)
-    res = pruning.SearchResult(kept={3: 4})
-    pruning.lower(res, {0: 1, 1: 1, 2: 1, 3: 1}, trial, 0.01)
-    assert res.kept == {0: 1, 1: 1, 3: 1} and sum(cost[l][n] for l, n in res.kept.items()) <= 0.01
-    assert all(set(call) >= {3} for call in calls)  # every trial measures the whole assignment
-    assert pruning.lower(pruning.SearchResult(), {}, trial, 0.01).trials == 0
+def test_warm_start_offers_a_rotating_quarter_of_the_layers_one_rung_down():
+    """A warm start begins each layer's ladder at its previous rung, except a rotating window of a quarter of the
+    layers that begins one rung lower: over four chunks every layer (a full one too) may move back down."""
+    from types import SimpleNamespace
+
+    from emloc.compress import EMLoC
+
+    prev = SimpleNamespace(steps=[3, 3, 3, 3, 0, 1, 2, 3])
+    state = lambda index: SimpleNamespace(kv=[None] * 8, previous=prev, index=index)  # noqa: E731
+    method = EMLoC()
+    assert method._warm_steps(state(1)) == [3, 3, 2, 2, 0, 1, 2, 3]
+    lowered = [{l for l, (a, b) in enumerate(zip(prev.steps, method._warm_steps(state(i)))) if b < a} for i in range(4)]
+    assert lowered == [{0, 1}, {2, 3}, {5}, {6, 7}]  # layer 4 is already at the bottom rung
+    assert EMLoC(warm_start=False)._warm_steps(state(1)) == [0] * 8
+    assert method._warm_steps(SimpleNamespace(kv=[None] * 8, previous=None, index=0)) == [0] * 8
+
+
+def test_budget_path_raises_the_cheapest_rung_first_and_ends_unpruned():
+    rungs = [[(1, 0.5), (2, 0.1), (4, 0.0)],  # layer 0: its first step removes 0.4 of cost for 1 entry
+             [(1, 0.2), (2, 0.15), (4, 0.0)],
+             [(4, 0.0)]]  # a layer with nothing to prune never appears
+    path = pruning.budget_path(rungs)
+    assert path[0] == {0: 1, 1: 1} and path[1] == {0: 2, 1: 1} and path[-1] == {}
+    assert len(path) == 5  # one step per rung above the first
+    kept = [sum(a.values()) + 4 * (2 - len(a)) for a in path]
+    assert kept == sorted(kept)  # retention only grows along the path
+
+
+@pytest.mark.parametrize("start", [0, 3, 7, 20, 50])
+def test_gallop_finds_the_first_passing_assignment_in_few_trials(start):
+    path = [{0: t} for t in range(40)] + [{}]
+    js = lambda a: 0.1 * max(0, 25 - a[0]) / 25  # noqa: E731  passes from t = 24 on (δ = 0.005)
+    calls = []
+    res = pruning.gallop(path, lambda a: calls.append(a) or js(a), 0.005, start)
+    assert res.kept == {0: 24} and res.js == {0: js({0: 24})} and res.trials == len(calls)
+    assert res.trials <= 2 * (abs(24 - start).bit_length() + 1)
+    assert pruning.gallop([{0: 1}, {}], lambda a: 1.0, 0.005, 0).kept == {}  # nothing passes: prune nothing
 
 
 def test_chunks():

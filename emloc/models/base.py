@@ -9,7 +9,9 @@ has: they come from the `backend` config, never from here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass
 
@@ -18,6 +20,12 @@ import torch
 from emloc import attention
 from emloc.attention import AttentionContext, additive_mask
 from emloc.prompts import Batch, ChatRenderer, collate
+
+
+@functools.cache
+def _cache_kwarg(layer_cls: type) -> str:
+    """What a decoder layer calls its cache argument: `cache` (transformers ≥ 5.2x) or `past_key_values` (before)."""
+    return "cache" if "cache" in inspect.signature(layer_cls.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -117,11 +125,12 @@ class ModelAdapter:
         mask = additive_mask(key_seg.to(self.device), query_seg.to(self.device), hidden.dtype)
         cos_sin = self.rotary(hidden, positions)
         inputs = []
+        cache_kw = {_cache_kwarg(type(self.layers[0])): cache}
         for layer in self.layers[start:]:
             if keep_inputs:
                 inputs.append(hidden)
-            hidden = layer(hidden, attention_mask=mask, position_embeddings=cos_sin, past_key_values=cache,
-                           use_cache=cache is not None, emloc=ctx)
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=cos_sin, use_cache=cache is not None,
+                           emloc=ctx, **cache_kw)
         return self.decoder.norm(hidden), inputs
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
