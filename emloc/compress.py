@@ -35,14 +35,13 @@ from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicCache
 
 from emloc import pruning, scoring
-from emloc.attention import AttentionContext
+from emloc.attention import KV, AttentionContext
 from emloc.data.base import Example
 from emloc.divergence import js_divergence
 from emloc.memory import ChunkRecord, TaskMemory
 from emloc.prompts import KIND_NAMES, Batch, Row, chunks
 
 log = logging.getLogger(__name__)
-KV = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -219,7 +218,7 @@ class EMLoC(Compressor):
         if self.js_threshold == 0:  # only an unchanged output has JS 0: keep everything, no trial needed
             return [None] * len(state.kv), {}, 0, [len(self.keep_ratios)] * len(state.kv)
         # 4. teacher pass: probes after [history | full chunk]
-        work = [[h, c] for h, c in zip(state.history, state.kv)]  # pieces: the memory is never copied
+        work = [[h, c] for h, c in zip(state.history, state.kv)]  # [history | chunk] as pieces, not a copy
         probes = adapter.collate(state.demos)
         prep = adapter.prepare(probes, state.offset_after, pack=True)  # one sequence: the memory is never copied
         rows = prep.select(probes.predict)
@@ -249,7 +248,7 @@ class EMLoC(Compressor):
         else:  # "path": gallop along a path of assignments around the previous chunk's choices
             full = sorted({c for c in counts if c < state.length}) + [state.length]
             cost = [scoring.dropped_mass(ctx.tail_scores[l], order[l], full) for l in range(len(work))]
-            prev = [full.index(min(counts[s], state.length)) if s < len(counts) else len(full) - 1
+            prev = [full.index(counts[s]) if s < len(counts) else len(full) - 1
                     for s in state.previous.steps]
             begin = [max(r - 1, 0) for r in prev]  # every layer may go one rung down ...
             path = pruning.budget_path([list(zip(full, c)) for c in cost], begin)
