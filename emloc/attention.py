@@ -119,22 +119,24 @@ def install(model: torch.nn.Module, base: str) -> None:
     model.set_attn_implementation(f"emloc_{base}")
 
 
-SHARED = -2  # segment id of keys every query may see (e.g. a query prompt shared by its packed candidates)
-
-
-def additive_mask(key_seg: torch.Tensor, query_seg: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def additive_mask(key_seg: torch.Tensor, query_seg: torch.Tensor, dtype: torch.dtype,
+                  parent_seg: torch.Tensor | None = None) -> torch.Tensor:
     """Causal additive mask over a sequence's own keys, for packed or padded batches.
 
-    key_seg : (bsz, k_len) segment id of every own key: a row/sequence id (>= 0), -1 for padding, `SHARED` for keys
-        visible to every segment. The queries are the last q_len keys; query_seg : (bsz, q_len) their ids.
-    A query sees earlier-or-equal keys of its own segment and shared keys; it always sees itself, so no row is ever
-    fully masked. Returns (bsz, 1, q_len, k_len): 0 where visible, the dtype's minimum elsewhere.
+    key_seg : (bsz, k_len) segment id of every own key: a row/sequence id (>= 0), -1 for padding. The queries are
+        the last q_len keys; query_seg : (bsz, q_len) their ids.
+    parent_seg : (bsz, q_len), optional: one more segment each query token sees (e.g. the cached prompt that the
+        packed candidate answers of that prompt continue).
+    A query sees earlier-or-equal keys of its own (and its parent) segment; it always sees itself, so no row is
+    ever fully masked. Returns (bsz, 1, q_len, k_len): 0 where visible, the dtype's minimum elsewhere.
     """
     k_len, q_len = key_seg.shape[1], query_seg.shape[1]
     qpos = torch.arange(k_len - q_len, k_len, device=key_seg.device)
     kpos = torch.arange(k_len, device=key_seg.device)
     causal = kpos[None, :] <= qpos[:, None]
-    same = (key_seg[:, None, :] == query_seg[:, :, None]) | (key_seg[:, None, :] == SHARED)
+    same = key_seg[:, None, :] == query_seg[:, :, None]
+    if parent_seg is not None:
+        same |= key_seg[:, None, :] == parent_seg.to(key_seg.device)[:, :, None]
     visible = (causal[None] & same) | (kpos[None, None, :] == qpos[None, :, None])
     out = torch.zeros(key_seg.shape[0], 1, q_len, k_len, dtype=dtype, device=key_seg.device)
     return out.masked_fill(~visible[:, None], torch.finfo(dtype).min)

@@ -3,8 +3,8 @@
 A query is rendered as the next user turn of the conversation the memory holds and positioned right after
 the memory's uncompressed extent. Its own tokens live in a fresh `DynamicCache`; the memory is only ever
 read (through the attention prefix), so it is bit-identical after any number of queries. Batches are
-packed into one sequence
-(rows kept apart by the mask), so the memory, which every row sees, is never copied per row.
+packed into one sequence (rows kept apart by the mask), so the memory, which every row sees, is never copied
+per row; ranking a batch of queries' candidate answers costs two forwards, whatever the number of candidates.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import DynamicCache
 
-from emloc.attention import SHARED, AttentionContext
+from emloc.attention import AttentionContext
 from emloc.data.base import Example
 from emloc.memory import TaskMemory
 from emloc.prompts import ChatRenderer, Row
@@ -49,35 +49,54 @@ def generate(adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[
 
 
 @torch.no_grad()
+def score_choices(adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[Example],
+                  candidates: list[list[str]]) -> list[list[float]]:
+    """For each query, the summed log-probability of each of its candidate answers (answer tokens + end of turn).
+
+    Two forwards for the whole batch: the query prompts packed into one sequence (their keys cached), then every
+    candidate of every query packed into another, each seeing the memory, its own query's cached keys (segment
+    `parent`) and its own earlier tokens. Only the positions that predict a scored token reach the LM head.
+    """
+    for q, cands in zip(queries, candidates, strict=True):
+        if not cands:
+            raise ValueError(f"query {q.uid!r} has no candidate answers to score")
+    ctx, cache = AttentionContext(prefix=memory.prefix()), DynamicCache()
+    prep = adapter.prepare(adapter.collate([renderer.query(q) for q in queries]), memory.position_offset, pack=True)
+    hidden, _ = adapter.run_layers(prep.hidden, prep.positions, prep.seg, ctx, cache=cache)
+    last = hidden[0, prep.last()]  # (queries, hidden): predicts each candidate's first token
+    rows, owner = [], []
+    for b, cands in enumerate(candidates):
+        for c in cands:
+            r = renderer.answer_row(c)
+            end = max(i for i, t in enumerate(r.targets) if t) + 1  # each candidate up to its last scored token
+            rows.append(Row(r.ids[:end], r.kinds[:end], r.targets[:end]))
+            owner.append(b)
+    # the last scored token is predicted, never fed: a row's input is all but its last token
+    fed = adapter.collate([Row(r.ids[:-1] or r.ids, r.kinds[:-1] or r.kinds, r.targets[:-1] or r.targets) for r in rows])
+    owner = torch.tensor(owner, device=adapter.device)
+    packed = adapter.prepare(fed, prep.extents[owner], pack=True)
+    seg = packed.seg + len(queries)  # candidate segments after the query segments
+    out, _ = adapter.run_layers(packed.hidden, packed.positions, torch.cat([prep.seg, seg], dim=1), ctx, cache=cache,
+                                parent_seg=owner[packed.seg])
+    predictors, tokens, which, start = [], [], [], 0
+    for i, (r, n) in enumerate(zip(rows, fed.valid.sum(-1).tolist())):
+        h = torch.cat([last[owner[i]][None], out[0, start : start + len(r.ids) - 1]])  # position j-1 predicts token j
+        keep = torch.tensor(r.targets, device=h.device)
+        predictors.append(h[keep]), tokens.append(torch.tensor(r.ids, device=h.device)[keep])
+        which += [i] * int(keep.sum())
+        start += n
+    h, tokens = torch.cat(predictors), torch.cat(tokens)
+    logp = torch.cat([torch.log_softmax(adapter.lm_logits(h[i : i + 256]).float(), -1).gather(-1, tokens[i : i + 256, None])[:, 0]
+                      for i in range(0, len(tokens), 256)])
+    per_row = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, torch.tensor(which), logp.double().cpu()).tolist()
+    sizes = [len(c) for c in candidates]
+    return [per_row[sum(sizes[:b]) : sum(sizes[: b + 1])] for b in range(len(queries))]
+
+
 def loglikelihood(adapter, memory: TaskMemory, renderer: ChatRenderer, query: Example,
                   candidates: list[str]) -> list[float]:
-    """Sum of log-probabilities of each candidate answer (answer tokens and the end-of-turn token).
-
-    The query prompt is run once; all candidates are then packed into one sequence that sees the memory and the
-    query's cached keys (segment `SHARED`) and only its own earlier tokens.
-    """
-    if not candidates:
-        raise ValueError(f"query {query.uid!r} has no candidate answers to score")
-    ctx = AttentionContext(prefix=memory.prefix())
-    prep = adapter.prepare(adapter.collate([renderer.query(query)]), memory.position_offset)
-    cache = DynamicCache()
-    hidden, _ = adapter.run_layers(prep.hidden, prep.positions, prep.seg, ctx, cache=cache)
-    first = torch.log_softmax(adapter.lm_logits(hidden[0, -1]).float(), -1)
-    rows = [renderer.answer_row(c) for c in candidates]
-    rows = [Row(r.ids[:end], r.kinds[:end], r.targets[:end]) for r in rows for end in [max(i for i, t in enumerate(r.targets) if t) + 1]]
-    cands = adapter.collate(rows)  # each candidate up to its last scored token
-    packed = adapter.prepare(cands, int(prep.extents[0]), pack=True)
-    key_seg = torch.cat([torch.full_like(prep.seg, SHARED), packed.seg], dim=1)
-    out, _ = adapter.run_layers(packed.hidden, packed.positions, key_seg, ctx, cache=cache)
-    logp = torch.log_softmax(adapter.lm_logits(out[0]).float(), -1)  # (tokens of all candidates, vocab)
-    ids, targets = packed.select(cands.ids)[0], packed.select(cands.targets)[0]
-    scores, start = [], 0
-    for n in cands.valid.sum(-1).tolist():
-        prev = torch.cat([first[None], logp[start : start + n - 1]], dim=0)  # the distribution predicting token j
-        tok = prev.gather(-1, ids[start : start + n, None])[:, 0]
-        scores.append(float(tok[targets[start : start + n]].sum()))
-        start += n
-    return scores
+    """Sum of log-probabilities of each candidate answer of one query (see `score_choices`)."""
+    return score_choices(adapter, memory, renderer, [query], [list(candidates)])[0]
 
 
 def answer(adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[Example],
@@ -85,11 +104,13 @@ def answer(adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[Ex
     """Predictions for a batch: ranked candidates when a query has `choices`, greedy text otherwise."""
     free = [q for q in queries if not q.choices]
     generated = iter(generate(adapter, memory, renderer, free, max_new_tokens) if free else [])
+    ranked = [q for q in queries if q.choices]
+    scores = iter(score_choices(adapter, memory, renderer, ranked, [list(q.choices) for q in ranked]) if ranked else [])
     preds = []
     for q in queries:
         if q.choices:
-            scores = loglikelihood(adapter, memory, renderer, q, list(q.choices))
-            preds.append(q.choices[max(range(len(scores)), key=scores.__getitem__)])
+            s = next(scores)
+            preds.append(q.choices[max(range(len(s)), key=s.__getitem__)])
         else:
             preds.append(next(generated))
     return preds

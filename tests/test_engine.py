@@ -10,7 +10,7 @@ from emloc.attention import AttentionContext
 from emloc.baselines import H2O, PyramidKV, RandomKeep, SnapKV, StreamingLLM
 from emloc.compress import EMLoC, FullContext, ZeroShot
 from emloc.data.base import Example
-from emloc.generate import answer, generate, loglikelihood
+from emloc.generate import answer, generate, loglikelihood, score_choices
 from emloc.memory import MemoryMismatchError, TaskMemory
 from tests.conftest import make_demos
 
@@ -159,6 +159,20 @@ def test_loglikelihood_scores_the_answer_the_full_model_would(llama):
     expect = sum(logp[start + j - 1, t].item() for j, t in enumerate(cand.ids) if cand.targets[j])
     assert loglikelihood(llama, memory, r, query, ["red", "green"])[1] == pytest.approx(expect, abs=1e-4)
     assert answer(llama, memory, r, [query])[0] in ("red", "green")
+
+
+def test_batched_scoring_equals_one_by_one(llama):
+    memory = EMLoC(chunk_size=2, js_threshold=0.05).build(llama, make_demos(4), INSTR)  # per-layer lengths differ
+    r = llama.renderer(INSTR)
+    queries = [Example("a", "Item 7: colour?", "red"), Example("b", "A much longer question about item 9: colour?", "blue"),
+               Example("c", "Item 3?", "green")]
+    cands = [["red", "green", "a much longer colour name"], ["blue"], ["green", "red"]]
+    batched = score_choices(llama, memory, r, queries, cands)
+    assert [len(s) for s in batched] == [3, 1, 2]
+    for q, c, s in zip(queries, cands, batched):
+        assert s == pytest.approx(loglikelihood(llama, memory, r, q, c), abs=1e-4)
+    with pytest.raises(ValueError, match="'b' has no candidate"):
+        score_choices(llama, memory, r, queries, [["red"], [], ["red"]])
 
 
 @pytest.mark.parametrize("cls", [SnapKV, H2O, PyramidKV, StreamingLLM, RandomKeep])

@@ -102,9 +102,11 @@ class ModelAdapter:
     def collate(self, rows, pad_side: str = "right") -> Batch:
         return collate(rows, self.pad_id, pad_side, self.processor)
 
-    def prepare(self, batch: Batch, offset: int, pack: bool = False) -> Prepared:
+    def prepare(self, batch: Batch, offset: int | torch.Tensor, pack: bool = False) -> Prepared:
+        """Embed and position a batch; `offset` is added to every position (an int, or one per row)."""
         pos, extents = self.row_positions(batch)
-        pos, valid = pos.to(self.device) + offset, batch.valid.to(self.device)
+        offset = torch.as_tensor(offset, device=self.device)
+        pos, valid = pos.to(self.device) + (offset[:, None] if offset.dim() else offset), batch.valid.to(self.device)
         hidden = self.embed(batch)
         rows = torch.arange(valid.shape[0], device=self.device)[:, None].expand_as(valid)
         seg = torch.where(valid, rows, -1)
@@ -114,15 +116,16 @@ class ModelAdapter:
 
     def run_layers(self, hidden: torch.Tensor, positions: torch.Tensor, key_seg: torch.Tensor,
                    ctx: AttentionContext, *, cache=None, start: int = 0, keep_inputs: bool = False,
-                   query_seg: torch.Tensor | None = None):
+                   query_seg: torch.Tensor | None = None, parent_seg: torch.Tensor | None = None):
         """Run decoder layers `start..` and the final norm.
 
         key_seg : (bsz, k_len) segment ids of the sequence's own keys (cached + current; the current tokens last);
-        query_seg : those of the current tokens (default: the last L of key_seg). See `attention.additive_mask`.
+        query_seg : those of the current tokens (default: the last L of key_seg); parent_seg : optional extra segment
+        each current token sees. See `attention.additive_mask`.
         Returns the normed final hidden states (bsz, L, hidden) and, if asked, the input of every layer run.
         """
         query_seg = key_seg[:, -hidden.shape[1]:] if query_seg is None else query_seg
-        mask = additive_mask(key_seg.to(self.device), query_seg.to(self.device), hidden.dtype)
+        mask = additive_mask(key_seg.to(self.device), query_seg.to(self.device), hidden.dtype, parent_seg)
         cos_sin = self.rotary(hidden, positions)
         inputs = []
         cache_kw = {_cache_kwarg(type(self.layers[0])): cache}
