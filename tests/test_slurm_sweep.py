@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITION = os.environ.get("SLURM_CI_PARTITION", "debug")
-QUERIES = 384
+QUERIES = 640  # batched ranking answers ~4 queries/s: enough work that one 3-minute attempt cannot finish it
 from tests.cluster.test_slurm import SKIP_REASON  # noqa: E402  (no sbatch, or no controller outside CI)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
@@ -54,7 +54,7 @@ def test_sweep_runs_as_a_slurm_array_and_reruns_do_nothing(tmp_path):
 def test_a_job_past_its_time_limit_is_requeued_and_resumes(tmp_path):
     """The real SmolLM2 on a run that outlives its 1-minute limit: SIGUSR2 → submitit checkpoint → requeue.
     The second attempt must take over the finished chunks / predictions, not recompute them."""
-    # ~4-5 minutes of work (idle 2 cores) against <= 150 s per attempt (3-minute limit, SIGUSR2 30 s before, Slurm may
+    # ~4-5 minutes of work (idle 2 cores: ~2 min compression, ~3 min queries) against <= 150 s per attempt (3-minute limit, SIGUSR2 30 s before, Slurm may
     # signal up to 60 s early): at least one requeue; each attempt has room for the cold first chunk even on a busy node
     out = launch(tmp_path, "sweep_name=requeue", "logger=none", "task.num_shots=32", f"task.num_queries={QUERIES}",
                  "method.chunk_size=2", "eval.batch_size=4", "hydra.launcher.timeout_min=3",
