@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 import runpy
 import sys
 from pathlib import Path
@@ -20,31 +19,15 @@ USAGE = """usage: emloc {run,report,bench} [args]
 `emloc <command> --help` shows the options of a command."""
 
 
-def conf_dir() -> Path:
-    """The Hydra `conf/` of the checkout (`$EMLOC_CONF_DIR` overrides; editable installs find it next to `emloc/`)."""
-    return Path(os.environ.get("EMLOC_CONF_DIR") or REPO / "conf").expanduser().resolve()
-
-
 def run(overrides: list[str]) -> int:
     """`python run.py` under another name: the same config tree, overrides, sweeps and return value."""
-    import hydra
+    from emloc.runner import conf_dir, main as run_main
 
     conf = conf_dir()
     if not (conf / "config.yaml").is_file():
         print(f"emloc run: error: no Hydra config in {conf} (run from a checkout, or set EMLOC_CONF_DIR)", file=sys.stderr)
         return 2
-
-    @hydra.main(config_path=str(conf), config_name="config", version_base="1.3")
-    def _main(cfg):
-        from emloc.runner import run as run_experiment
-
-        return run_experiment(cfg).get(cfg.optimized_metric)
-
-    saved, sys.argv = sys.argv, ["emloc run", *overrides]
-    try:
-        _main()
-    finally:
-        sys.argv = saved
+    run_main(overrides)
     return 0
 
 

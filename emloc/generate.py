@@ -88,9 +88,8 @@ def score_choices(adapter, memory: TaskMemory, renderer: ChatRenderer, queries: 
     h, tokens = torch.cat(predictors), torch.cat(tokens)
     logp = torch.cat([torch.log_softmax(adapter.lm_logits(h[i : i + 256]).float(), -1).gather(-1, tokens[i : i + 256, None])[:, 0]
                       for i in range(0, len(tokens), 256)])
-    per_row = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, torch.tensor(which), logp.double().cpu()).tolist()
-    sizes = [len(c) for c in candidates]
-    return [per_row[sum(sizes[:b]) : sum(sizes[: b + 1])] for b in range(len(queries))]
+    per_row = iter(torch.zeros(len(rows), dtype=torch.float64).index_add_(0, torch.tensor(which), logp.double().cpu()).tolist())
+    return [[next(per_row) for _ in cands] for cands in candidates]
 
 
 def loglikelihood(adapter, memory: TaskMemory, renderer: ChatRenderer, query: Example,

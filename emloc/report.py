@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from emloc.sweepfile import SweepSpec, find_sweep_file, missing_points
+from emloc.sweepfile import REPO, SweepSpec, find_sweep_file, missing_points
 from emloc.tables import (METRICS, SEED, SweepError, Table, aggregate, label, matched_retention_table, point_label,
                           summary_table, t975)
 
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 CONFIG_KEYS = ("model", "task", "method", "backend", "eval", "seed", "sweep_name")
 INT_METRICS = ("num_queries", "num_shots", "context_tokens")
 LABEL_COLUMNS = ("method", "model", "task", "signature", "sweep_name", "memory_key")
-REPO = Path(__file__).resolve().parents[1]
 FIGURES = {  # sweep file stem → its figures (a sweep of another stem gets every figure its runs support)
     "main_table": ["accuracy_vs_shots", "cost_pareto", "kept_heatmap", "js_per_layer", "token_kinds"],
     "ablate_js_threshold": ["accuracy_vs_param", "kept_heatmap", "js_per_layer", "token_kinds", "cost_pareto"],

@@ -20,9 +20,10 @@ import json
 import logging
 import os
 import resource
-import traceback
 import shutil
+import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,10 +185,49 @@ def summary_table(m: dict[str, Any]) -> str:
     return "\n".join(f"  {k:<20} {fmt.get(type(m.get(k)), '{}').format(m.get(k))}" for k in keys)
 
 
+def conf_dir() -> Path:
+    """The Hydra `conf/` of the checkout (`$EMLOC_CONF_DIR` overrides; editable installs find it next to `emloc/`)."""
+    return Path(os.environ.get("EMLOC_CONF_DIR") or Path(__file__).resolve().parents[1] / "conf").expanduser().resolve()
+
+
+def compose(overrides: list[str], config_dir: str | Path | None = None) -> DictConfig:
+    """The primary config composed as `run.py` composes it, plus `overrides`, for callers without `@hydra.main`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    directory = Path(config_dir).expanduser().resolve() if config_dir else conf_dir()
+    if not (directory / "config.yaml").is_file():
+        raise FileNotFoundError(f"no emloc Hydra config in {directory} "
+                                "(set EMLOC_CONF_DIR, or pass config_dir: lmms-eval tasks take metadata.emloc.config_dir)")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def main(argv: list[str]) -> None:
+    """`python run.py [argv]` from another entry point (the `emloc run` command): the same config tree, overrides,
+    sweeps and return value for sweepers."""
+    import hydra
+
+    @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig) -> Any:
+        return run(cfg).get(cfg.optimized_metric)
+
+    saved, sys.argv = sys.argv, ["emloc run", *argv]
+    try:
+        _main()
+    finally:
+        sys.argv = saved
+
+
 class JobSummary(Callback):
     """Hydra callback: every job of a sweep leaves `<sweep dir>/status/<job num>.json` (status, overrides, error),
-    whichever launcher ran it, so one failed point never hides in the others' logs. `emloc status <sweep dir>`
-    (or `sweep_status`) prints the table."""
+    whichever launcher ran it, so one failed point never hides in the others' logs. `sweep_status(<sweep dir>)`
+    returns them as a table."""
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         hc = config.hydra

@@ -52,9 +52,9 @@ def test_sweep_runs_as_a_slurm_array_and_reruns_do_nothing(tmp_path):
 
 @pytest.mark.slow  # 6-10 minutes of real SLURM time: .ci/run runs it in its own step (pytest -m 'slurm and slow')
 def test_a_job_past_its_time_limit_is_requeued_and_resumes(tmp_path):
-    """The real SmolLM2 on a run that outlives its 1-minute limit: SIGUSR2 → submitit checkpoint → requeue.
+    """The real SmolLM2 on a run that outlives its 3-minute limit: SIGUSR2 → submitit checkpoint → requeue.
     The second attempt must take over the finished chunks / predictions, not recompute them."""
-    # ~4-5 minutes of work (idle 2 cores: ~2 min compression, ~3 min queries) against <= 150 s per attempt (3-minute limit, SIGUSR2 30 s before, Slurm may
+    # ~4-5 minutes of work (idle 2 cores) against <= 150 s per attempt (3-minute limit, SIGUSR2 30 s before, Slurm may
     # signal up to 60 s early): at least one requeue; each attempt has room for the cold first chunk even on a busy node
     out = launch(tmp_path, "sweep_name=requeue", "logger=none", "task.num_shots=32", f"task.num_queries={QUERIES}",
                  "method.chunk_size=2", "eval.batch_size=4", "hydra.launcher.timeout_min=3",

@@ -22,7 +22,6 @@ Any regular lmms-eval TaskConfig key set in the YAML wins over these defaults.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -33,30 +32,11 @@ from emloc.data.base import Example, Task
 from emloc.prompts import load_image
 
 
-def conf_dir() -> Path:
-    """The repository's Hydra `conf/` (`$EMLOC_CONF_DIR` overrides; editable installs find it next to `emloc/`)."""
-    if os.environ.get("EMLOC_CONF_DIR"):
-        return Path(os.environ["EMLOC_CONF_DIR"]).expanduser()
-    import emloc
-
-    return Path(emloc.__file__).resolve().parents[1] / "conf"
-
-
 def compose_task(task: str, overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path | None = None):
     """`conf/task/<task>.yaml` composed like `run.py` would (plus `overrides`): returns (cfg.task, cfg.eval)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from emloc.runner import compose
 
-    directory = Path(config_dir) if config_dir else conf_dir()
-    if not (directory / "config.yaml").is_file():
-        raise FileNotFoundError(f"emloc Hydra config not found in {directory} "
-                                "(set EMLOC_CONF_DIR or metadata.emloc.config_dir)")
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(directory.resolve()), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[f"task={task}", *overrides])
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose([f"task={task}", *overrides], config_dir)
     return cfg.task, cfg.eval
 
 
