@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-all bench sweep smoke analysis clean
+.PHONY: install demo test test-all lint bench sweep smoke analysis clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: install  ## the main job on its embedded default (offline, real packaged m
 
 test: install  ## the default test suite (offline, CPU)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install  ## style and layering: ruff (lint + format), clean notebooks, import contracts (pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/nbstripout --verify analysis/*.ipynb
 
 test-all: install
 	$(BIN)/python -m pytest -q

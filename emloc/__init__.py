@@ -11,11 +11,22 @@ Public API (imported lazily, so `emloc.report` and `emloc.data` stay free of tor
 from importlib import import_module
 
 _API = {
-    "load": "emloc.models.loading", "TaskMemory": "emloc.memory", "EMLoC": "emloc.compress",
-    "FullContext": "emloc.compress", "ZeroShot": "emloc.compress", "Compressor": "emloc.compress",
-    "SnapKV": "emloc.baselines", "H2O": "emloc.baselines", "PyramidKV": "emloc.baselines",
-    "StreamingLLM": "emloc.baselines", "RandomKeep": "emloc.baselines", "generate": "emloc.generate",
-    "loglikelihood": "emloc.generate", "answer": "emloc.generate", "Example": "emloc.data.base", "Task": "emloc.data.base",
+    "load": "emloc.models.loading",
+    "TaskMemory": "emloc.memory",
+    "EMLoC": "emloc.compress",
+    "FullContext": "emloc.compress",
+    "ZeroShot": "emloc.compress",
+    "Compressor": "emloc.compress",
+    "SnapKV": "emloc.baselines",
+    "H2O": "emloc.baselines",
+    "PyramidKV": "emloc.baselines",
+    "StreamingLLM": "emloc.baselines",
+    "RandomKeep": "emloc.baselines",
+    "generate": "emloc.generate",
+    "loglikelihood": "emloc.generate",
+    "answer": "emloc.generate",
+    "Example": "emloc.data.base",
+    "Task": "emloc.data.base",
     "js_divergence": "emloc.divergence",
 }
 __all__ = sorted(_API)

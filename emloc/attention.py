@@ -114,13 +114,16 @@ def register() -> None:
 def install(model: torch.nn.Module, base: str) -> None:
     """Switch a loaded model to the memory-aware wrapper around `base` ("sdpa" or "eager")."""
     if base not in BASES:
-        raise NotImplementedError(f"attention implementation {base!r} cannot carry a task memory; use one of {sorted(BASES)}")
+        raise NotImplementedError(
+            f"attention implementation {base!r} cannot carry a task memory; use one of {sorted(BASES)}"
+        )
     register()
     model.set_attn_implementation(f"emloc_{base}")
 
 
-def additive_mask(key_seg: torch.Tensor, query_seg: torch.Tensor, dtype: torch.dtype,
-                  parent_seg: torch.Tensor | None = None) -> torch.Tensor:
+def additive_mask(
+    key_seg: torch.Tensor, query_seg: torch.Tensor, dtype: torch.dtype, parent_seg: torch.Tensor | None = None
+) -> torch.Tensor:
     """Causal additive mask over a sequence's own keys, for packed or padded batches.
 
     key_seg : (bsz, k_len) segment id of every own key: a row/sequence id (>= 0), -1 for padding. The queries are

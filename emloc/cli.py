@@ -21,11 +21,14 @@ USAGE = """usage: emloc {run,report,bench} [args]
 
 def run(overrides: list[str]) -> int:
     """`python run.py` under another name: the same config tree, overrides, sweeps and return value."""
-    from emloc.runner import conf_dir, main as run_main
+    from emloc.runner import conf_dir
+    from emloc.runner import main as run_main
 
     conf = conf_dir()
     if not (conf / "config.yaml").is_file():
-        print(f"emloc run: error: no Hydra config in {conf} (run from a checkout, or set EMLOC_CONF_DIR)", file=sys.stderr)
+        print(
+            f"emloc run: error: no Hydra config in {conf} (run from a checkout, or set EMLOC_CONF_DIR)", file=sys.stderr
+        )
         return 2
     run_main(overrides)
     return 0
@@ -45,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         return report_main(rest)
     if command == "bench":
         if not BENCH.is_file():
-            print(f"emloc bench: error: {BENCH} not found (the benchmark ships with the repository checkout, "
-                  "not with an installed wheel)", file=sys.stderr)
+            print(
+                f"emloc bench: error: {BENCH} not found (the benchmark ships with the repository checkout, "
+                "not with an installed wheel)",
+                file=sys.stderr,
+            )
             return 2
         saved = sys.argv
         sys.argv = [str(BENCH), *rest]

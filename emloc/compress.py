@@ -23,12 +23,14 @@ Fixed-ratio baselines live in `baselines`; answering queries lives in `generate`
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -86,14 +88,26 @@ class Compressor:
 
     # -- the loop ---------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def build(self, adapter, demos: list[Example], instruction: str | None = None,
-              resume: TaskMemory | None = None, on_chunk: Callable[[TaskMemory], None] | None = None) -> TaskMemory:
+    def build(
+        self,
+        adapter,
+        demos: list[Example],
+        instruction: str | None = None,
+        resume: TaskMemory | None = None,
+        on_chunk: Callable[[TaskMemory], None] | None = None,
+    ) -> TaskMemory:
         """Compress `demos` into a memory. `resume`: a partial memory of the same build (its finished chunks are
         kept, not recomputed); `on_chunk`: called after every chunk (e.g. to persist progress)."""
         self.validate_demos(demos)
         renderer = adapter.renderer(instruction)
-        provenance = {**adapter.signature(), "model": adapter.name, "method": self.name, **self.params(), "instruction": instruction,
-                      "demo_ids": [d.uid for d in demos]}
+        provenance = {
+            **adapter.signature(),
+            "model": adapter.name,
+            "method": self.name,
+            **self.params(),
+            "instruction": instruction,
+            "demo_ids": [d.uid for d in demos],
+        }
         memory = TaskMemory(adapter.num_layers, provenance)
         if resume is not None:
             if {k: resume.provenance.get(k) for k in provenance} != json.loads(json.dumps(provenance, default=list)):
@@ -101,7 +115,7 @@ class Compressor:
             memory = resume
         groups = chunks(demos, self.chunk_size or max(len(demos), 1)) if demos else [[]]
         bar = tqdm(groups, desc=f"compress[{self.name}]", disable=not self.show_progress, initial=len(memory.chunks))
-        for index, group in enumerate(groups[len(memory.chunks):], start=len(memory.chunks)):
+        for index, group in enumerate(groups[len(memory.chunks) :], start=len(memory.chunks)):
             rows = [renderer.demo(d) for d in group]
             seq = sum(rows, renderer.preamble() if index == 0 else Row([], [], []))
             self._add_chunk(adapter, memory, seq, rows, index)
@@ -116,13 +130,13 @@ class Compressor:
         batch = adapter.collate([seq])
         prep = adapter.prepare(batch, memory.position_offset)
         history = memory.prefix()
-        ctx = AttentionContext(prefix=history, score_rows=self.chunk_score_rows(batch),
-                               score_start=memory.lengths())
+        ctx = AttentionContext(prefix=history, score_rows=self.chunk_score_rows(batch), score_start=memory.lengths())
         cache = DynamicCache()
         adapter.run_layers(prep.hidden, prep.positions, prep.seg, ctx, cache=cache)
         kv = [(lay.keys, lay.values) for lay in cache.layers]
-        state = ChunkState(batch, rows, kv, history, int(prep.extents[0]), ctx, index,
-                           memory.chunks[-1] if memory.chunks else None)
+        state = ChunkState(
+            batch, rows, kv, history, int(prep.extents[0]), ctx, index, memory.chunks[-1] if memory.chunks else None
+        )
         keep, js, trials, steps = self.select(adapter, state)
         record = ChunkRecord(index, len(rows), state.length, [], [], [], trials=trials, steps=steps)
         kinds = batch.kinds[0]
@@ -205,7 +219,7 @@ class EMLoC(Compressor):
         if not isinstance(d, (int, float)) or math.isnan(d) or d < 0:
             raise ValueError(f"js_threshold must be a number >= 0, got {d!r}")
         ratios = tuple(float(r) for r in self.keep_ratios)
-        if not ratios or any(not 0 < r <= 1 for r in ratios) or any(b <= a for a, b in zip(ratios, ratios[1:])):
+        if not ratios or any(not 0 < r <= 1 for r in ratios) or any(b <= a for a, b in itertools.pairwise(ratios)):
             raise ValueError(f"keep_ratios must be strictly increasing values in (0, 1], got {list(self.keep_ratios)}")
         self.keep_ratios = ratios
         scoring.smooth(torch.zeros(1, 1), self.pool_kernel)  # validates the kernel
@@ -222,12 +236,16 @@ class EMLoC(Compressor):
         probes = adapter.collate(state.demos)
         prep = adapter.prepare(probes, state.offset_after, pack=True)  # one sequence: the memory is never copied
         rows = prep.select(probes.predict)
-        ctx = AttentionContext(prefix=work, score_rows=rows, score_start=[0 if h is None else h[0].shape[-2] for h in state.history])
+        ctx = AttentionContext(
+            prefix=work, score_rows=rows, score_start=[0 if h is None else h[0].shape[-2] for h in state.history]
+        )
         final, inputs = adapter.run_layers(prep.hidden, prep.positions, prep.seg, ctx, keep_inputs=True)
         teacher = adapter.lm_logits(final[rows])
         # 5. per layer, per KV head ranking of the chunk's entries
-        protected = (state.batch.targets[0] | state.batch.predict[0])
-        order = [scoring.rank(scoring.smooth(ctx.tail_scores[l], self.pool_kernel), protected) for l in range(len(work))]
+        protected = state.batch.targets[0] | state.batch.predict[0]
+        order = [
+            scoring.rank(scoring.smooth(ctx.tail_scores[l], self.pool_kernel), protected) for l in range(len(work))
+        ]
         counts = [scoring.count_for(r, state.length) for r in self.keep_ratios]
         start = self._warm_steps(state)  # per layer, the first ladder step to try
         ladders = [[c for c in counts[s:] if c < state.length] for s in start]
@@ -236,9 +254,14 @@ class EMLoC(Compressor):
         def trial(assign: dict[int, int]) -> float:
             prefix = list(work)
             for layer, n in assign.items():
-                prefix[layer] = [state.history[layer], scoring.gather(state.kv[layer], scoring.keep_indices(order[layer], n))]
+                prefix[layer] = [
+                    state.history[layer],
+                    scoring.gather(state.kv[layer], scoring.keep_indices(order[layer], n)),
+                ]
             low = min(assign)
-            out, _ = adapter.run_layers(inputs[low], prep.positions, prep.seg, AttentionContext(prefix=prefix), start=low)
+            out, _ = adapter.run_layers(
+                inputs[low], prep.positions, prep.seg, AttentionContext(prefix=prefix), start=low
+            )
             return js_divergence(adapter.lm_logits(out[rows]), teacher)
 
         if state.previous is None or not self.warm_start:
@@ -248,8 +271,7 @@ class EMLoC(Compressor):
         else:  # "path": gallop along a path of assignments around the previous chunk's choices
             full = sorted({c for c in counts if c < state.length}) + [state.length]
             cost = [scoring.dropped_mass(ctx.tail_scores[l], order[l], full) for l in range(len(work))]
-            prev = [full.index(counts[s]) if s < len(counts) else len(full) - 1
-                    for s in state.previous.steps]
+            prev = [full.index(counts[s]) if s < len(counts) else len(full) - 1 for s in state.previous.steps]
             begin = [max(r - 1, 0) for r in prev]  # every layer may go one rung down ...
             path = pruning.budget_path([list(zip(full, c)) for c in cost], begin)
             start = sum(b < r for b, r in zip(begin, prev))  # ... or stay: path[start] is the previous choice

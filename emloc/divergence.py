@@ -33,7 +33,9 @@ def js_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> float:
         must not be compared against a threshold.
     """
     if logits_p.shape != logits_q.shape or logits_p.ndim != 2:
-        raise ValueError(f"expected two equal (positions, vocab) matrices, got {tuple(logits_p.shape)} and {tuple(logits_q.shape)}")
+        raise ValueError(
+            f"expected two equal (positions, vocab) matrices, got {tuple(logits_p.shape)} and {tuple(logits_q.shape)}"
+        )
     if logits_p.shape[0] == 0:
         raise ValueError("js_divergence needs at least one position")
     lp = torch.log_softmax(logits_p.float(), dim=-1)

@@ -31,12 +31,26 @@ if TYPE_CHECKING:
     from emloc.report import Sweep
 
 # figure kind → PNG file name
-KINDS = {"accuracy_vs_shots": "accuracy_vs_shots", "accuracy_vs_param": "accuracy_retention_vs_param",
-         "kept_heatmap": "kept_tokens_heatmap", "js_per_layer": "accepted_js_per_layer",
-         "token_kinds": "pruned_token_kinds", "cost_pareto": "cost_vs_accuracy_pareto"}
-STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10, "ytick.labelsize": 10,
-         "legend.fontsize": 9.5, "figure.titlesize": 13, "axes.grid": True, "grid.alpha": 0.3,
-         "savefig.facecolor": "white"}
+KINDS = {
+    "accuracy_vs_shots": "accuracy_vs_shots",
+    "accuracy_vs_param": "accuracy_retention_vs_param",
+    "kept_heatmap": "kept_tokens_heatmap",
+    "js_per_layer": "accepted_js_per_layer",
+    "token_kinds": "pruned_token_kinds",
+    "cost_pareto": "cost_vs_accuracy_pareto",
+}
+STYLE = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 9.5,
+    "figure.titlesize": 13,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "savefig.facecolor": "white",
+}
 ERR_TEXT = {"minmax": "min–max over seeds", "ci95": "95 % CI of the mean", "std": "± 1 std"}
 SPREAD_TEXT = {"minmax": "max − min", "ci95": "95 % CI half-width", "std": "std"}
 MARKERS = "osD^vP*Xh<>"
@@ -148,8 +162,9 @@ def _per_layer(sweep: Sweep) -> list[dict]:
     if "method" in lf:
         lf = lf[~lf["method"].isin(NO_MEMORY_SEARCH)]
     if lf.empty:
-        raise SweepError(f"sweep {sweep.name!r} has no pruned memories (only {sorted(NO_MEMORY_SEARCH)}): "
-                         "nothing to show per layer")
+        raise SweepError(
+            f"sweep {sweep.name!r} has no pruned memories (only {sorted(NO_MEMORY_SEARCH)}): nothing to show per layer"
+        )
     groups = []
     for _, point in tables.aggregate(sweep.runs[sweep.runs["signature"].isin(lf["signature"])], sweep.by).iterrows():
         mask = np.logical_and.reduce([lf[c].map(lambda v, w=point[c]: tables.same_value(v, w)) for c in sweep.by])
@@ -184,13 +199,27 @@ def accuracy_vs_param(sweep: Sweep, err: str) -> Figure:
         name = tables.point_label(dict(zip(hue, key)), hue) if hue else "EMLoC"
         x = np.array([pos[tables.fmt_value(v)] for v in g[param]])
         for ax, m in zip(axes, ("accuracy", "retention")):
-            ax.errorbar(x, g[f"{m}_mean"] * 100, yerr=_yerr(g, m, err, 100), marker=MARKERS[j], ms=6, capsize=4,
-                        lw=1.8, label=f"{name} ({_n_text(g['n'])} seeds)")
+            ax.errorbar(
+                x,
+                g[f"{m}_mean"] * 100,
+                yerr=_yerr(g, m, err, 100),
+                marker=MARKERS[j],
+                ms=6,
+                capsize=4,
+                lw=1.8,
+                label=f"{name} ({_n_text(g['n'])} seeds)",
+            )
             runs = sweep.runs[sweep.runs[param].map(lambda v: tables.fmt_value(v) in pos)]
             for h, kv in zip(hue, key):
                 runs = runs[runs[h] == kv]
-            ax.scatter([pos[tables.fmt_value(v)] for v in runs[param]], runs[m] * 100, s=14, alpha=0.35,
-                       color=ax.lines[-1].get_color(), zorder=1)
+            ax.scatter(
+                [pos[tables.fmt_value(v)] for v in runs[param]],
+                runs[m] * 100,
+                s=14,
+                alpha=0.35,
+                color=ax.lines[-1].get_color(),
+                zorder=1,
+            )
     xlabel = tables.PARAM_LABELS.get(param, param)
     for ax, m, title in zip(axes, ("accuracy", "retention"), ("Accuracy", "Retention (memory / context tokens)")):
         ax.set_xticks(range(len(values)), [tables.fmt_value(v) for v in values])
@@ -218,17 +247,27 @@ def accuracy_vs_shots(sweep: Sweep, err: str) -> Figure:
     for j, method in enumerate(methods):
         g = agg[agg["method"] == method].sort_values("num_shots_mean")
         shift = 0.12 * (dodged.index(method) - (len(dodged) - 1) / 2) if method in dodged else 0.0
-        x = np.array([pos[int(round(n))] for n in g["num_shots_mean"]]) + shift
+        x = np.array([pos[round(n)] for n in g["num_shots_mean"]]) + shift
         colour = "black" if method == "zeroshot" else f"C{j}"
         name = f"{tables.METHOD_LABELS.get(method, method)} ({_n_text(g['n'])} seeds)"
         for ax, m, scale in zip(axes, ("accuracy", "memory_tokens"), (100, 1)):
-            ax.errorbar(x, g[f"{m}_mean"] * scale, yerr=_yerr(g, m, err, scale), marker=MARKERS[j], ms=6, capsize=4,
-                        lw=1.8, color=colour, label=name)
+            ax.errorbar(
+                x,
+                g[f"{m}_mean"] * scale,
+                yerr=_yerr(g, m, err, scale),
+                marker=MARKERS[j],
+                ms=6,
+                capsize=4,
+                lw=1.8,
+                color=colour,
+                label=name,
+            )
             if method == "zeroshot":  # the reference every number of shots is compared with
                 ax.axhline(g[f"{m}_mean"].iloc[0] * scale, color=colour, ls="--", lw=1, alpha=0.6)
     ticks = [f"{n}\n(zero-shot)" if n == 0 else str(n) for n in shots]
-    for ax, ylabel, title in zip(axes, ("accuracy (%)", "memory (tokens per layer)"),
-                                 ("Accuracy", "Task-memory size (mean entries per layer)")):
+    for ax, ylabel, title in zip(
+        axes, ("accuracy (%)", "memory (tokens per layer)"), ("Accuracy", "Task-memory size (mean entries per layer)")
+    ):
         ax.set_xticks(range(len(shots)), ticks)
         ax.set_xlim(-0.5, len(shots) - 0.5)
         ax.set_xlabel("number of shots (demonstrations in context; categorical axis)")
@@ -253,8 +292,9 @@ def _spread(per_seed: pd.DataFrame, err: str) -> pd.Series:
 def _heat(ax, frame: pd.DataFrame, cmap: str, vmax: float):
     """frame: index = layer, columns = chunk."""
     colours = matplotlib.colormaps[cmap].with_extremes(bad="lightgrey")
-    image = ax.imshow(frame.to_numpy(), origin="lower", aspect="auto", cmap=colours, vmin=0, vmax=vmax,
-                      interpolation="nearest")
+    image = ax.imshow(
+        frame.to_numpy(), origin="lower", aspect="auto", cmap=colours, vmin=0, vmax=vmax, interpolation="nearest"
+    )
     step = max(1, math.ceil(frame.shape[1] / 8))
     ax.set_xticks(range(0, frame.shape[1], step), [str(c) for c in frame.columns[::step]])
     ax.set_yticks(range(0, frame.shape[0], max(1, round(frame.shape[0] / 8))))
@@ -282,8 +322,9 @@ def kept_heatmap(sweep: Sweep, err: str) -> Figure:
         spread_image = _heat(bottom, _spread(per_seed, err).unstack("chunk"), "Reds", 100)
         n = int(g["point"]["n"])
         seeds = f"{n} seed" + "s" * (n > 1)
-        top.set_title(f"{g['label']}\nretention {g['point']['retention_mean'] * 100:.0f} %, mean of {seeds}",
-                      fontsize=10.5)
+        top.set_title(
+            f"{g['label']}\nretention {g['point']['retention_mean'] * 100:.0f} %, mean of {seeds}", fontsize=10.5
+        )
         bottom.set_title(f"{g['label']}: spread over {seeds}" + (" (none: grey)" if n < 2 else ""), fontsize=10.5)
     for r in range(rows):  # one pair of colour bars per row of panels
         fig.colorbar(mean_image, ax=list(axes[2 * r]), label="kept, mean (% of chunk)", shrink=0.9)
@@ -357,15 +398,26 @@ def cost_pareto(sweep: Sweep, err: str) -> Figure:
     agg = tables.aggregate(sweep.runs, sweep.by)
     fig = Figure(figsize=(11.5, 4.8), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    panels = (("query_seconds_mean", 1000, "per-query latency (ms, wall)", "Accuracy vs per-query latency"),
-              ("memory_tokens", 1, "memory (tokens per layer)", "Accuracy vs task-memory size"))
+    panels = (
+        ("query_seconds_mean", 1000, "per-query latency (ms, wall)", "Accuracy vs per-query latency"),
+        ("memory_tokens", 1, "memory (tokens per layer)", "Accuracy vs task-memory size"),
+    )
     for ax, (m, scale, xlabel, title) in zip(axes, panels):
         x, y = agg[f"{m}_mean"].to_numpy(float) * scale, agg["accuracy_mean"].to_numpy(float) * 100
         for j, (_, p) in enumerate(agg.iterrows()):
-            ax.errorbar(x[j], y[j], xerr=_yerr(agg.iloc[[j]], m, err, scale),
-                        yerr=_yerr(agg.iloc[[j]], "accuracy", err, 100), marker=MARKERS[j % len(MARKERS)], ms=7,
-                        capsize=3, lw=1.4, color=f"C{j % 10}", ls="none",
-                        label=f"{tables.point_label(p, sweep.by)} (n={int(p['n'])})")
+            ax.errorbar(
+                x[j],
+                y[j],
+                xerr=_yerr(agg.iloc[[j]], m, err, scale),
+                yerr=_yerr(agg.iloc[[j]], "accuracy", err, 100),
+                marker=MARKERS[j % len(MARKERS)],
+                ms=7,
+                capsize=3,
+                lw=1.4,
+                color=f"C{j % 10}",
+                ls="none",
+                label=f"{tables.point_label(p, sweep.by)} (n={int(p['n'])})",
+            )
         front = _front(x, y)
         ax.plot(x[front], y[front], color="black", ls=":", lw=1.3, label="Pareto front", zorder=0)
         ax.set_xlabel(xlabel)
@@ -377,5 +429,11 @@ def cost_pareto(sweep: Sweep, err: str) -> Figure:
     return fig
 
 
-DRAW = {"accuracy_vs_shots": accuracy_vs_shots, "accuracy_vs_param": accuracy_vs_param, "kept_heatmap": kept_heatmap,
-        "js_per_layer": js_per_layer, "token_kinds": token_kinds, "cost_pareto": cost_pareto}
+DRAW = {
+    "accuracy_vs_shots": accuracy_vs_shots,
+    "accuracy_vs_param": accuracy_vs_param,
+    "kept_heatmap": kept_heatmap,
+    "js_per_layer": js_per_layer,
+    "token_kinds": token_kinds,
+    "cost_pareto": cost_pareto,
+}

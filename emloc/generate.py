@@ -19,8 +19,9 @@ from emloc.prompts import ChatRenderer, Row
 
 
 @torch.no_grad()
-def generate(adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[Example],
-             max_new_tokens: int = 32) -> list[str]:
+def generate(
+    adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[Example], max_new_tokens: int = 32
+) -> list[str]:
     """Greedy decoding for a batch of queries (packed into one sequence); stops at end-of-turn or EOS."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -49,8 +50,9 @@ def generate(adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[
 
 
 @torch.no_grad()
-def score_choices(adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[Example],
-                  candidates: list[list[str]]) -> list[list[float]]:
+def score_choices(
+    adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[Example], candidates: list[list[str]]
+) -> list[list[float]]:
     """For each query, the summed log-probability of each of its candidate answers (answer tokens + end of turn).
 
     Two forwards for the whole batch: the query prompts packed into one sequence (their keys cached), then every
@@ -72,12 +74,20 @@ def score_choices(adapter, memory: TaskMemory, renderer: ChatRenderer, queries: 
             rows.append(Row(r.ids[:end], r.kinds[:end], r.targets[:end]))
             owner.append(b)
     # the last scored token is predicted, never fed: a row's input is all but its last token
-    fed = adapter.collate([Row(r.ids[:-1] or r.ids, r.kinds[:-1] or r.kinds, r.targets[:-1] or r.targets) for r in rows])
+    fed = adapter.collate(
+        [Row(r.ids[:-1] or r.ids, r.kinds[:-1] or r.kinds, r.targets[:-1] or r.targets) for r in rows]
+    )
     owner = torch.tensor(owner, device=adapter.device)
     packed = adapter.prepare(fed, prep.extents[owner], pack=True)
     seg = packed.seg + len(queries)  # candidate segments after the query segments
-    out, _ = adapter.run_layers(packed.hidden, packed.positions, torch.cat([prep.seg, seg], dim=1), ctx, cache=cache,
-                                parent_seg=owner[packed.seg])
+    out, _ = adapter.run_layers(
+        packed.hidden,
+        packed.positions,
+        torch.cat([prep.seg, seg], dim=1),
+        ctx,
+        cache=cache,
+        parent_seg=owner[packed.seg],
+    )
     predictors, tokens, which, start = [], [], [], 0
     for i, (r, n) in enumerate(zip(rows, fed.valid.sum(-1).tolist())):
         h = torch.cat([last[owner[i]][None], out[0, start : start + len(r.ids) - 1]])  # position j-1 predicts token j
@@ -86,20 +96,28 @@ def score_choices(adapter, memory: TaskMemory, renderer: ChatRenderer, queries: 
         which += [i] * int(keep.sum())
         start += n
     h, tokens = torch.cat(predictors), torch.cat(tokens)
-    logp = torch.cat([torch.log_softmax(adapter.lm_logits(h[i : i + 256]).float(), -1).gather(-1, tokens[i : i + 256, None])[:, 0]
-                      for i in range(0, len(tokens), 256)])
-    per_row = iter(torch.zeros(len(rows), dtype=torch.float64).index_add_(0, torch.tensor(which), logp.double().cpu()).tolist())
+    logp = torch.cat(
+        [
+            torch.log_softmax(adapter.lm_logits(h[i : i + 256]).float(), -1).gather(-1, tokens[i : i + 256, None])[:, 0]
+            for i in range(0, len(tokens), 256)
+        ]
+    )
+    per_row = iter(
+        torch.zeros(len(rows), dtype=torch.float64).index_add_(0, torch.tensor(which), logp.double().cpu()).tolist()
+    )
     return [[next(per_row) for _ in cands] for cands in candidates]
 
 
-def loglikelihood(adapter, memory: TaskMemory, renderer: ChatRenderer, query: Example,
-                  candidates: list[str]) -> list[float]:
+def loglikelihood(
+    adapter, memory: TaskMemory, renderer: ChatRenderer, query: Example, candidates: list[str]
+) -> list[float]:
     """Sum of log-probabilities of each candidate answer of one query (see `score_choices`)."""
     return score_choices(adapter, memory, renderer, [query], [list(candidates)])[0]
 
 
-def answer(adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[Example],
-           max_new_tokens: int = 32) -> list[str]:
+def answer(
+    adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[Example], max_new_tokens: int = 32
+) -> list[str]:
     """Predictions for a batch: ranked candidates when a query has `choices`, greedy text otherwise."""
     free = [q for q in queries if not q.choices]
     generated = iter(generate(adapter, memory, renderer, free, max_new_tokens) if free else [])

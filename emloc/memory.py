@@ -90,7 +90,9 @@ class TaskMemory(Cache):
     def append(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Append entries to one layer. keys/values: (1, num_kv_heads, n, head_dim)."""
         if keys.shape != values.shape or keys.ndim != 4 or keys.shape[0] != 1:
-            raise ValueError(f"expected (1, heads, n, head_dim) keys and values, got {tuple(keys.shape)}, {tuple(values.shape)}")
+            raise ValueError(
+                f"expected (1, heads, n, head_dim) keys and values, got {tuple(keys.shape)}, {tuple(values.shape)}"
+            )
         if keys.shape[-2] == 0:
             return
         self.layers[layer].update(keys.contiguous(), values.contiguous())
@@ -157,9 +159,14 @@ class TaskMemory(Cache):
                 if (kv := self.kv(i)) is not None:
                     tensors[f"k.{i}"], tensors[f"v.{i}"] = (t.detach().cpu().contiguous() for t in kv)
             save_file(tensors, tmp / "memory.safetensors")
-            meta = {"format": FORMAT_VERSION, "num_layers": self.num_layers, "position_offset": self.position_offset,
-                    "num_source_tokens": self.num_source_tokens, "provenance": self.provenance,
-                    "chunks": [vars(c) for c in self.chunks]}
+            meta = {
+                "format": FORMAT_VERSION,
+                "num_layers": self.num_layers,
+                "position_offset": self.position_offset,
+                "num_source_tokens": self.num_source_tokens,
+                "provenance": self.provenance,
+                "chunks": [vars(c) for c in self.chunks],
+            }
             (tmp / "memory.json").write_text(json.dumps(meta, indent=1, default=str))
             if target.exists():
                 shutil.rmtree(target)
@@ -169,8 +176,13 @@ class TaskMemory(Cache):
         return target
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, expect: dict[str, Any] | None = None,
-             device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> TaskMemory:
+    def load(
+        cls,
+        directory: str | os.PathLike,
+        expect: dict[str, Any] | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> TaskMemory:
         """Load a saved memory. `expect` maps provenance keys (e.g. model signature) to required values."""
         d = Path(directory)
         if not (d / "memory.json").is_file():
@@ -181,7 +193,9 @@ class TaskMemory(Cache):
         for key, want in (expect or {}).items():
             have = meta["provenance"].get(key)
             if have != want:
-                raise MemoryMismatchError(f"memory in {d} was built with {key}={have!r}, but this model has {key}={want!r}")
+                raise MemoryMismatchError(
+                    f"memory in {d} was built with {key}={have!r}, but this model has {key}={want!r}"
+                )
         mem = cls(meta["num_layers"], meta["provenance"])
         tensors = load_file(d / "memory.safetensors", device=str(device))
         for i in range(mem.num_layers):

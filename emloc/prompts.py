@@ -39,7 +39,9 @@ class Row:
         return len(self.ids)
 
     def __add__(self, other: Row) -> Row:
-        return Row(self.ids + other.ids, self.kinds + other.kinds, self.targets + other.targets, self.images + other.images)
+        return Row(
+            self.ids + other.ids, self.kinds + other.kinds, self.targets + other.targets, self.images + other.images
+        )
 
 
 @dataclass
@@ -75,7 +77,9 @@ class ChatRenderer:
 
     def __init__(self, tokenizer, processor=None, instruction: str | None = None, multimodal: bool = False) -> None:
         if getattr(tokenizer, "chat_template", None) is None:
-            raise NotImplementedError(f"{type(tokenizer).__name__} has no chat template; EMLoC renders demos as chat turns")
+            raise NotImplementedError(
+                f"{type(tokenizer).__name__} has no chat template; EMLoC renders demos as chat turns"
+            )
         self.tok, self.processor, self.instruction, self.multimodal = tokenizer, processor, instruction, multimodal
         self._turns: dict[int, tuple[str, str]] = {}
         head = [{"role": "system", "content": instruction}] if instruction else []
@@ -83,12 +87,14 @@ class ChatRenderer:
         user_before, user_after = self._user_turn(0)
         turn = user_before + _Q + user_after
         if not first.endswith(turn):
-            raise NotImplementedError("chat template is not turn-stable: the first user turn renders differently from later ones")
+            raise NotImplementedError(
+                "chat template is not turn-stable: the first user turn renders differently from later ones"
+            )
         self._system = first[: -len(turn)]
         answered = self._render(head + [self._user(_Q, 0), {"role": "assistant", "content": _A}], False)
-        if not answered.startswith(first) or _A not in answered[len(first):]:
+        if not answered.startswith(first) or _A not in answered[len(first) :]:
             raise NotImplementedError("chat template is not prefix-stable around the assistant turn")
-        self._ans_before, self._ans_after = answered[len(first):].split(_A)
+        self._ans_before, self._ans_after = answered[len(first) :].split(_A)
         self.end_of_turn = self._encode(self._ans_after)[0] if self._ans_after else tokenizer.eos_token_id
 
     # ---------------------------------------------------------------- template probing
@@ -110,7 +116,7 @@ class ChatRenderer:
             full = self._render(ctx + [self._user(_Q, n_images)], True)
             if not full.startswith(base):
                 raise NotImplementedError("chat template is not prefix-stable across turns")
-            self._turns[n_images] = tuple(full[len(base):].split(_Q))  # type: ignore[assignment]
+            self._turns[n_images] = tuple(full[len(base) :].split(_Q))  # type: ignore[assignment]
         return self._turns[n_images]
 
     # ---------------------------------------------------------------- tokenization

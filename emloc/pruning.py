@@ -26,8 +26,8 @@ This module knows nothing about models; `compress` supplies the oracle.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 Trial = Callable[[dict[int, int]], float]
 

@@ -33,12 +33,41 @@ import pandas as pd
 import yaml
 
 from emloc.sweepfile import REPO, SweepSpec, find_sweep_file, missing_points
-from emloc.tables import (METRICS, SEED, SweepError, Table, aggregate, label, matched_retention_table, point_label,
-                          summary_table, t975)
+from emloc.tables import (
+    METRICS,
+    SEED,
+    SweepError,
+    Table,
+    aggregate,
+    label,
+    matched_retention_table,
+    point_label,
+    summary_table,
+    t975,
+)
 
-__all__ = ["METRICS", "SEED", "FIGURES", "Sweep", "SweepError", "Table", "aggregate", "figure", "label",
-           "load_runs", "load_sweep", "load_wandb_api", "load_wandb_offline", "main", "matched_retention_table",
-           "point_label", "show", "summary_table", "t975", "write_report"]
+__all__ = [
+    "FIGURES",
+    "METRICS",
+    "SEED",
+    "Sweep",
+    "SweepError",
+    "Table",
+    "aggregate",
+    "figure",
+    "label",
+    "load_runs",
+    "load_sweep",
+    "load_wandb_api",
+    "load_wandb_offline",
+    "main",
+    "matched_retention_table",
+    "point_label",
+    "show",
+    "summary_table",
+    "t975",
+    "write_report",
+]
 
 log = logging.getLogger(__name__)
 CONFIG_KEYS = ("model", "task", "method", "backend", "eval", "seed", "sweep_name")
@@ -184,13 +213,23 @@ class Sweep:
             base = {c: run[c] for c in self.by} | {"signature": run["signature"], SEED: run.get(SEED)}
             for ch in json.loads(path.read_text())["chunks"]:
                 for layer, kept in enumerate(ch["kept"]):
-                    rows.append({**base, "chunk": ch["index"], "layer": layer, "num_tokens": ch["num_tokens"],
-                                 "kept": kept, "js": ch["js"][layer],
-                                 **{f"tokens_{k}": n for k, n in ch["tokens_by_kind"].items()},
-                                 **{f"kept_{k}": n for k, n in ch["kept_by_kind"][layer].items()}})
+                    rows.append(
+                        {
+                            **base,
+                            "chunk": ch["index"],
+                            "layer": layer,
+                            "num_tokens": ch["num_tokens"],
+                            "kept": kept,
+                            "js": ch["js"][layer],
+                            **{f"tokens_{k}": n for k, n in ch["tokens_by_kind"].items()},
+                            **{f"kept_{k}": n for k, n in ch["kept_by_kind"][layer].items()},
+                        }
+                    )
         if not rows:
-            raise SweepError(f"per-layer figures need memory_stats.json in the run folders ({self.output_dir}/runs/"
-                             f"<signature>/); none found for the {len(lacking)} runs of sweep {self.name!r}")
+            raise SweepError(
+                f"per-layer figures need memory_stats.json in the run folders ({self.output_dir}/runs/"
+                f"<signature>/); none found for the {len(lacking)} runs of sweep {self.name!r}"
+            )
         if lacking:
             log.warning("memory_stats.json missing for %d runs of %s: %s", len(lacking), self.name, ", ".join(lacking))
         return pd.DataFrame(rows)
@@ -211,8 +250,13 @@ def _grid_columns(df: pd.DataFrame, spec: SweepSpec | None) -> list[str]:
 
 
 def _sweep_names(output_dir: Path) -> pd.Series:
-    return pd.Series([(yaml.safe_load(p.read_text()) or {}).get("sweep_name")
-                      for p in sorted(output_dir.glob("runs/*/config.yaml"))], dtype=object)
+    return pd.Series(
+        [
+            (yaml.safe_load(p.read_text()) or {}).get("sweep_name")
+            for p in sorted(output_dir.glob("runs/*/config.yaml"))
+        ],
+        dtype=object,
+    )
 
 
 def _unfinished(output_dir: Path, sweep_name: str) -> list[str]:
@@ -221,21 +265,36 @@ def _unfinished(output_dir: Path, sweep_name: str) -> list[str]:
     return [f.name for f, n in zip(folders, names) if n == sweep_name and not (f / "metrics.json").exists()]
 
 
-def load_sweep(output_dir: str | Path | None = "outputs", sweep_name: str = "adhoc", source: str = "runs",
-               stem: str | None = None, sweeps_dir: str | Path | None = None, project: str = "emloc",
-               entity: str | None = None) -> Sweep:
+def load_sweep(
+    output_dir: str | Path | None = "outputs",
+    sweep_name: str = "adhoc",
+    source: str = "runs",
+    stem: str | None = None,
+    sweeps_dir: str | Path | None = None,
+    project: str = "emloc",
+    entity: str | None = None,
+) -> Sweep:
     """The runs of one sweep from `source` ("runs", "wandb-offline" or "wandb-api"), checked against its sweep file.
 
     Raises `SweepError` naming what is missing (no runs, or none of this sweep, and how to run it)."""
     out = Path(output_dir) if output_dir is not None else None
-    loaders = {"runs": lambda: load_runs(out, sweep_name), "wandb-offline": lambda: load_wandb_offline(out, sweep_name),
-               "wandb-api": lambda: load_wandb_api(project, entity, sweep_name)}
+    loaders = {
+        "runs": lambda: load_runs(out, sweep_name),
+        "wandb-offline": lambda: load_wandb_offline(out, sweep_name),
+        "wandb-api": lambda: load_wandb_api(project, entity, sweep_name),
+    }
     if source not in loaders:
         raise ValueError(f"source must be one of {sorted(loaders)}, got {source!r}")
     sweeps_root = Path(sweeps_dir or REPO / "sweeps")
     spec = find_sweep_file(sweep_name, sweeps_root)
-    hint = (f"\n  run it with: python run.py -m --config-dir {sweeps_root} --config-name "
-            f"{spec.path.relative_to(sweeps_root).with_suffix('')}") if spec else ""
+    hint = (
+        (
+            f"\n  run it with: python run.py -m --config-dir {sweeps_root} --config-name "
+            f"{spec.path.relative_to(sweeps_root).with_suffix('')}"
+        )
+        if spec
+        else ""
+    )
     local = source != "wandb-api"
     if local and (out is None or not (out / "runs").is_dir()):
         raise SweepError(f"no run folders at {out}/runs: nothing to report for sweep {sweep_name!r}{hint}")
@@ -326,8 +385,11 @@ def write_report(sweep: Sweep, out: str | Path, err: str = "minmax") -> list[Pat
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="emloc report", description="Tables (Markdown + CSV) and PNG figures of a sweep.")
     ap.add_argument("sweep", help="sweep name (the runs' `sweep_name`, e.g. smoke_ablate_js_threshold)")
-    ap.add_argument("--output-dir", default=os.environ.get("EMLOC_OUTPUT", "outputs"),
-                    help="where the runs are (default: $EMLOC_OUTPUT or outputs)")
+    ap.add_argument(
+        "--output-dir",
+        default=os.environ.get("EMLOC_OUTPUT", "outputs"),
+        help="where the runs are (default: $EMLOC_OUTPUT or outputs)",
+    )
     ap.add_argument("--out", help="where to write the report (default: reports/<sweep>)")
     ap.add_argument("--source", choices=("runs", "wandb-offline", "wandb-api"), default="runs")
     ap.add_argument("--project", default="emloc", help="W&B project (--source wandb-api)")
@@ -339,8 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        sweep = load_sweep(args.output_dir, args.sweep, args.source, args.stem, args.sweeps_dir, args.project,
-                           args.entity)
+        sweep = load_sweep(
+            args.output_dir, args.sweep, args.source, args.stem, args.sweeps_dir, args.project, args.entity
+        )
     except (SweepError, ValueError) as e:
         print(f"emloc report: error: {e}", file=sys.stderr)
         return 2

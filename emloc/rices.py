@@ -23,11 +23,13 @@ This module deliberately does not download anything and does not persist embeddi
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -58,7 +60,7 @@ def image_features(image: Any, thumb: int = 12, bins: int = 8) -> np.ndarray:
 def text_features(text: str, dim: int = 4096) -> np.ndarray:
     """Signed hashing of word unigrams and bigrams (blake2b, so stable across processes), sublinear tf."""
     words = _WORD.findall(str(text).lower())
-    grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+    grams = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
     counts: dict[int, float] = {}
     for g in grams:
         h = int.from_bytes(hashlib.blake2b(g.encode("utf-8"), digest_size=8).digest(), "little")
@@ -155,8 +157,11 @@ class RICES:
         self._embed = resolve_embedder(self.embedder)
 
     def params(self) -> dict:
-        name = self.embedder if isinstance(self.embedder, str) or self.embedder is None else getattr(
-            self.embedder, "__qualname__", type(self.embedder).__name__)
+        name = (
+            self.embedder
+            if isinstance(self.embedder, str) or self.embedder is None
+            else getattr(self.embedder, "__qualname__", type(self.embedder).__name__)
+        )
         return {"k": self.k, "embedder": name, "order": self.order, "chunk_size": self.chunk_size}
 
     # ------------------------------------------------------------------------------------------- retrieval
@@ -185,10 +190,18 @@ class RICES:
     def memory_for(self, adapter, demos: list[Example], instruction: str | None = None):
         from emloc.compress import FullContext
 
-        return FullContext(chunk_size=self.chunk_size, show_progress=self.show_progress).build(adapter, demos, instruction)
+        return FullContext(chunk_size=self.chunk_size, show_progress=self.show_progress).build(
+            adapter, demos, instruction
+        )
 
-    def answer(self, adapter, index: RetrievalIndex, queries: Sequence[Example], instruction: str | None = None,
-               max_new_tokens: int = 32) -> tuple[list[str], list[list[str]]]:
+    def answer(
+        self,
+        adapter,
+        index: RetrievalIndex,
+        queries: Sequence[Example],
+        instruction: str | None = None,
+        max_new_tokens: int = 32,
+    ) -> tuple[list[str], list[list[str]]]:
         """Predictions for `queries` (each against its own retrieved context) and the retrieved demo uids."""
         from emloc.generate import answer
 
@@ -201,14 +214,24 @@ class RICES:
         return preds, chosen
 
 
-def evaluate(method: RICES, adapter, task, pool: Sequence[Example], queries: Sequence[Example],
-             max_new_tokens: int = 32) -> list[dict]:
+def evaluate(
+    method: RICES, adapter, task, pool: Sequence[Example], queries: Sequence[Example], max_new_tokens: int = 32
+) -> list[dict]:
     """Prediction rows in the runner's format (uid, question, prediction, target, correct, seconds, demo_ids)."""
     index = method.index(pool)
     rows = []
     for q in queries:
         start = time.perf_counter()
         (pred,), (demo_ids,) = method.answer(adapter, index, [q], task.instruction, max_new_tokens)
-        rows.append({"uid": q.uid, "question": q.question, "prediction": pred, "target": q.answer,
-                     "correct": task.score(q, pred), "seconds": time.perf_counter() - start, "demo_ids": demo_ids})
+        rows.append(
+            {
+                "uid": q.uid,
+                "question": q.question,
+                "prediction": pred,
+                "target": q.answer,
+                "correct": task.score(q, pred),
+                "seconds": time.perf_counter() - start,
+                "demo_ids": demo_ids,
+            }
+        )
     return rows

@@ -80,8 +80,13 @@ def plan(cfg: DictConfig) -> Plan:
     semantic["task"]["num_shots"] = shots
     if getattr(method, "revision", None) is not None:  # a changed search invalidates the runs and memories it made
         semantic["method"]["revision"] = method.revision
-    mem_key = {"model": semantic["model"], "dtype": semantic["backend"]["dtype"], "method": semantic["method"],
-               "demos": [d.uid for d in split.demos], "instruction": task.instruction}
+    mem_key = {
+        "model": semantic["model"],
+        "dtype": semantic["backend"]["dtype"],
+        "method": semantic["method"],
+        "demos": [d.uid for d in split.demos],
+        "instruction": task.instruction,
+    }
     mem_sig = hashlib.sha1(json.dumps(mem_key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Plan(cfg, method, task, split.demos, split.queries, signature(semantic), mem_sig)
 
@@ -97,8 +102,16 @@ def build_memory(p: Plan, adapter, cache_dir: Path) -> tuple[TaskMemory, dict[st
     if final.exists():
         log.info("memory cache hit: %s", final)
         memory = TaskMemory.load(final, expect=expect, device=adapter.device, dtype=adapter.dtype)
-        return memory, {"compress_seconds": sum(c.seconds for c in memory.chunks), "memory_cached": True, "resumed_chunks": 0}
-    resume = TaskMemory.load(partial, expect=expect, device=adapter.device, dtype=adapter.dtype) if partial.exists() else None
+        return memory, {
+            "compress_seconds": sum(c.seconds for c in memory.chunks),
+            "memory_cached": True,
+            "resumed_chunks": 0,
+        }
+    resume = (
+        TaskMemory.load(partial, expect=expect, device=adapter.device, dtype=adapter.dtype)
+        if partial.exists()
+        else None
+    )
     resumed = len(resume.chunks) if resume is not None else 0
     if resumed:
         log.info("resuming compression after %d finished chunks (%s)", resumed, partial)
@@ -106,7 +119,11 @@ def build_memory(p: Plan, adapter, cache_dir: Path) -> tuple[TaskMemory, dict[st
     memory = p.method.build(adapter, p.demos, p.task.instruction, resume=resume, on_chunk=save_partial)
     memory.save(final)
     shutil.rmtree(partial, ignore_errors=True)
-    return memory, {"compress_seconds": sum(c.seconds for c in memory.chunks), "memory_cached": False, "resumed_chunks": resumed}
+    return memory, {
+        "compress_seconds": sum(c.seconds for c in memory.chunks),
+        "memory_cached": False,
+        "resumed_chunks": resumed,
+    }
 
 
 def evaluate(p: Plan, adapter, memory: TaskMemory, folder: RunFolder) -> tuple[list[dict], int]:
@@ -123,8 +140,17 @@ def evaluate(p: Plan, adapter, memory: TaskMemory, folder: RunFolder) -> tuple[l
         start = time.perf_counter()
         preds = answer(adapter, memory, renderer, batch, p.cfg.eval.max_new_tokens)
         per_query = (time.perf_counter() - start) / len(batch)
-        rows = [{"uid": q.uid, "question": q.question, "prediction": pred, "target": q.answer,
-                 "correct": p.task.score(q, pred), "seconds": per_query} for q, pred in zip(batch, preds)]
+        rows = [
+            {
+                "uid": q.uid,
+                "question": q.question,
+                "prediction": pred,
+                "target": q.answer,
+                "correct": p.task.score(q, pred),
+                "seconds": per_query,
+            }
+            for q, pred in zip(batch, preds)
+        ]
         folder.append_predictions(rows)
         done.update({r["uid"]: r for r in rows})
         bar.update(len(batch))
@@ -148,8 +174,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             (folder.path / name).unlink(missing_ok=True)
     folder.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     lg = cfg.logger
-    tracker = Tracker(lg.mode, lg.project, lg.entity, cfg.sweep_name, f"{cfg.method.get('_target_', '').split('.')[-1]}-{p.signature}",
-                      list(cfg.tags), OmegaConf.to_container(cfg, resolve=True), folder.path, lg.log_memory)
+    tracker = Tracker(
+        lg.mode,
+        lg.project,
+        lg.entity,
+        cfg.sweep_name,
+        f"{cfg.method.get('_target_', '').split('.')[-1]}-{p.signature}",
+        list(cfg.tags),
+        OmegaConf.to_container(cfg, resolve=True),
+        folder.path,
+        lg.log_memory,
+    )
     failed = True
     try:
         set_seed(cfg.seed)
@@ -158,12 +193,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         rows, resumed_predictions = evaluate(p, adapter, memory, folder)
         stats = memory.stats()
         js = [v for c in memory.chunks for v in c.js if v is not None]
-        result = {**metric_fns.aggregate(rows), "num_shots": len(p.demos), "context_tokens": memory.num_source_tokens,
-                  "memory_tokens": memory.memory_tokens, "retention": memory.retention, "max_chunk_js": max(js, default=None),
-                  **built, "query_seconds_mean": sum(r["seconds"] for r in rows) / len(rows),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "method": memory.provenance["method"],
-                  "model": cfg.model.source, "task": cfg.task.name, "signature": p.signature, "sweep_name": cfg.sweep_name,
-                  "memory_key": p.memory_key, "resumed_predictions": resumed_predictions, "attempt": int(os.environ.get("SLURM_RESTART_COUNT", 0))}
+        result = {
+            **metric_fns.aggregate(rows),
+            "num_shots": len(p.demos),
+            "context_tokens": memory.num_source_tokens,
+            "memory_tokens": memory.memory_tokens,
+            "retention": memory.retention,
+            "max_chunk_js": max(js, default=None),
+            **built,
+            "query_seconds_mean": sum(r["seconds"] for r in rows) / len(rows),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "method": memory.provenance["method"],
+            "model": cfg.model.source,
+            "task": cfg.task.name,
+            "signature": p.signature,
+            "sweep_name": cfg.sweep_name,
+            "memory_key": p.memory_key,
+            "resumed_predictions": resumed_predictions,
+            "attempt": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
+        }
         folder.write_json("memory_stats.json", stats)
         folder.write_json("metrics.json", result)
         tracker.finish_run(result, stats, Path(cfg.paths.memory_cache_dir) / p.memory_key)
@@ -179,8 +227,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def summary_table(m: dict[str, Any]) -> str:
-    keys = ("method", "task", "num_shots", "accuracy", "num_queries", "context_tokens", "memory_tokens", "retention",
-            "max_chunk_js", "compress_seconds", "query_seconds_mean", "peak_rss_mb")
+    keys = (
+        "method",
+        "task",
+        "num_shots",
+        "accuracy",
+        "num_queries",
+        "context_tokens",
+        "memory_tokens",
+        "retention",
+        "max_chunk_js",
+        "compress_seconds",
+        "query_seconds_mean",
+        "peak_rss_mb",
+    )
     fmt = {float: "{:.4g}"}
     return "\n".join(f"  {k:<20} {fmt.get(type(m.get(k)), '{}').format(m.get(k))}" for k in keys)
 
@@ -198,8 +258,10 @@ def compose(overrides: list[str], config_dir: str | Path | None = None) -> DictC
 
     directory = Path(config_dir).expanduser().resolve() if config_dir else conf_dir()
     if not (directory / "config.yaml").is_file():
-        raise FileNotFoundError(f"no emloc Hydra config in {directory} "
-                                "(set EMLOC_CONF_DIR, or pass config_dir: lmms-eval tasks take metadata.emloc.config_dir)")
+        raise FileNotFoundError(
+            f"no emloc Hydra config in {directory} "
+            "(set EMLOC_CONF_DIR, or pass config_dir: lmms-eval tasks take metadata.emloc.config_dir)"
+        )
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
@@ -235,8 +297,13 @@ class JobSummary(Callback):
             return
         ok = job_return.status.name == "COMPLETED"
         value = job_return._return_value
-        record = {"job": hc.job.num, "status": job_return.status.name, "overrides": list(hc.overrides.task),
-                  "result": value if ok else None, "error": None if ok else f"{type(value).__name__}: {value}"}
+        record = {
+            "job": hc.job.num,
+            "status": job_return.status.name,
+            "overrides": list(hc.overrides.task),
+            "result": value if ok else None,
+            "error": None if ok else f"{type(value).__name__}: {value}",
+        }
         from emloc.tracking import atomic_write
 
         atomic_write(Path(hc.sweep.dir) / "status" / f"{hc.job.num}.json", json.dumps(record, default=str))
@@ -246,10 +313,14 @@ class JobSummary(Callback):
 
 def sweep_status(sweep_dir: str | Path) -> tuple[str, int]:
     """A table of every job's status in a sweep directory, and the number of failed jobs."""
-    records = [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob("status/*.json"), key=lambda p: int(p.stem))]
+    records = [
+        json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob("status/*.json"), key=lambda p: int(p.stem))
+    ]
     if not records:
         raise FileNotFoundError(f"no job status files in {sweep_dir}/status (is it a multirun directory?)")
-    lines = [f"{r['job']:>4}  {r['status']:<9}  {' '.join(r['overrides'])}" + (f"\n      {r['error']}" if r["error"] else "")
-             for r in records]
+    lines = [
+        f"{r['job']:>4}  {r['status']:<9}  {' '.join(r['overrides'])}" + (f"\n      {r['error']}" if r["error"] else "")
+        for r in records
+    ]
     failed = sum(r["status"] != "COMPLETED" for r in records)
     return "\n".join(lines + [f"{len(records) - failed} completed, {failed} failed"]), failed

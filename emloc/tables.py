@@ -21,21 +21,54 @@ if TYPE_CHECKING:
     from emloc.report import Sweep
 
 SEED = "task.demo_seed"
-METRICS = ("accuracy", "num_queries", "num_shots", "context_tokens", "memory_tokens", "retention", "max_chunk_js",
-           "compress_seconds", "query_seconds_mean", "peak_rss_mb")
+METRICS = (
+    "accuracy",
+    "num_queries",
+    "num_shots",
+    "context_tokens",
+    "memory_tokens",
+    "retention",
+    "max_chunk_js",
+    "compress_seconds",
+    "query_seconds_mean",
+    "peak_rss_mb",
+)
 METHOD_ORDER = ("zeroshot", "fullcontext", "emloc", "snapkv", "pyramidkv", "h2o", "streamingllm", "randomkeep")
-METHOD_LABELS = {"zeroshot": "zero-shot", "fullcontext": "full context", "emloc": "EMLoC", "snapkv": "SnapKV",
-                 "pyramidkv": "PyramidKV", "h2o": "H2O", "streamingllm": "StreamingLLM", "randomkeep": "random"}
-SHORT = {"method.js_threshold": "δ", "method.chunk_size": "chunk", "task.num_shots": "shots",
-         "method.keep_ratios": "ladder", "method.keep_ratio": "keep"}
-PARAM_LABELS = {"method": "method", "method.js_threshold": "JS threshold δ (nats / answer token)",
-                "method.chunk_size": "chunk size (demonstrations per chunk)", "task.num_shots": "number of shots",
-                "method.keep_ratios": "keep-ratio ladder (fractions of a chunk)", "method.keep_ratio": "keep ratio"}
+METHOD_LABELS = {
+    "zeroshot": "zero-shot",
+    "fullcontext": "full context",
+    "emloc": "EMLoC",
+    "snapkv": "SnapKV",
+    "pyramidkv": "PyramidKV",
+    "h2o": "H2O",
+    "streamingllm": "StreamingLLM",
+    "randomkeep": "random",
+}
+SHORT = {
+    "method.js_threshold": "δ",
+    "method.chunk_size": "chunk",
+    "task.num_shots": "shots",
+    "method.keep_ratios": "ladder",
+    "method.keep_ratio": "keep",
+}
+PARAM_LABELS = {
+    "method": "method",
+    "method.js_threshold": "JS threshold δ (nats / answer token)",
+    "method.chunk_size": "chunk size (demonstrations per chunk)",
+    "task.num_shots": "number of shots",
+    "method.keep_ratios": "keep-ratio ladder (fractions of a chunk)",
+    "method.keep_ratio": "keep ratio",
+}
 # (column, header, scale, decimals) of the tables
-TABLE_METRICS = (("accuracy", "accuracy (%)", 100, 1), ("retention", "retention (%)", 100, 1),
-                 ("memory_tokens", "memory (tokens/layer)", 1, 0), ("context_tokens", "context (tokens)", 1, 0),
-                 ("query_seconds_mean", "latency (ms/query)", 1000, 0), ("compress_seconds", "compression (s)", 1, 1),
-                 ("peak_rss_mb", "peak RSS (MB)", 1, 0))
+TABLE_METRICS = (
+    ("accuracy", "accuracy (%)", 100, 1),
+    ("retention", "retention (%)", 100, 1),
+    ("memory_tokens", "memory (tokens/layer)", 1, 0),
+    ("context_tokens", "context (tokens)", 1, 0),
+    ("query_seconds_mean", "latency (ms/query)", 1000, 0),
+    ("compress_seconds", "compression (s)", 1, 1),
+    ("peak_rss_mb", "peak RSS (MB)", 1, 0),
+)
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
 
 
@@ -50,8 +83,12 @@ class SweepError(RuntimeError):
 def same_value(a: Any, b: Any) -> bool:
     """Equality of config values across sources (tuples vs lists, 0 vs 0.0, float round trips)."""
     if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-        return (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b)
-                and all(map(same_value, a, b)))
+        return (
+            isinstance(a, (list, tuple))
+            and isinstance(b, (list, tuple))
+            and len(a) == len(b)
+            and all(map(same_value, a, b))
+        )
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
     return a == b
@@ -72,8 +109,9 @@ def label(col: str, value: Any) -> str:
 
 def point_label(row: pd.Series | dict, by: list[str]) -> str:
     """`EMLoC, δ = 0.005` for a grid point."""
-    return ", ".join(label(c, row[c]) if c == "method" else f"{SHORT.get(c, c.split('.')[-1])} = {label(c, row[c])}"
-                     for c in by)
+    return ", ".join(
+        label(c, row[c]) if c == "method" else f"{SHORT.get(c, c.split('.')[-1])} = {label(c, row[c])}" for c in by
+    )
 
 
 def sort_key(series: pd.Series) -> pd.Series:
@@ -104,8 +142,16 @@ def aggregate(df: pd.DataFrame, by: list[str], metrics: tuple[str, ...] = METRIC
             mean = v.mean() if len(v) else math.nan
             std = v.std(ddof=1) if len(v) > 1 else math.nan
             half = t975(len(v)) * std / math.sqrt(len(v)) if len(v) > 1 else math.nan
-            row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_min": v.min(), f"{m}_max": v.max(),
-                        f"{m}_ci_low": mean - half, f"{m}_ci_high": mean + half})
+            row.update(
+                {
+                    f"{m}_mean": mean,
+                    f"{m}_std": std,
+                    f"{m}_min": v.min(),
+                    f"{m}_max": v.max(),
+                    f"{m}_ci_low": mean - half,
+                    f"{m}_ci_high": mean + half,
+                }
+            )
         rows.append(row)
     return pd.DataFrame(rows).sort_values(by[::-1], key=sort_key, kind="stable").reset_index(drop=True)
 
@@ -152,11 +198,13 @@ def _table(sweep: Sweep, agg: pd.DataFrame, name: str, title: str, extra: dict[s
     for m, head, scale, dec in TABLE_METRICS:
         frame[head] = [_cell(r, m, scale, dec) for _, r in agg.iterrows()]
     runs = sweep.runs
-    notes = (f"mean ± sample std over demo seeds (`{SEED}`); n = seeds per row. {len(runs)} runs of `{sweep.name}` "
-             f"({', '.join(sorted(runs['model'].unique()))}, task {', '.join(sorted(runs['task'].unique()))}, "
-             f"{'/'.join(str(n) for n in sorted(runs['num_queries'].unique()))} queries per run). "
-             "Retention = memory tokens / context tokens; latency = mean wall time per query and compression = wall "
-             "time of the memory's build (both depend on how busy the machine was); peak RSS = the run's process.")
+    notes = (
+        f"mean ± sample std over demo seeds (`{SEED}`); n = seeds per row. {len(runs)} runs of `{sweep.name}` "
+        f"({', '.join(sorted(runs['model'].unique()))}, task {', '.join(sorted(runs['task'].unique()))}, "
+        f"{'/'.join(str(n) for n in sorted(runs['num_queries'].unique()))} queries per run). "
+        "Retention = memory tokens / context tokens; latency = mean wall time per query and compression = wall "
+        "time of the memory's build (both depend on how busy the machine was); peak RSS = the run's process."
+    )
     if sweep.missing:
         notes += f" **Partial sweep: {len(sweep.missing)} expected runs missing** ({'; '.join(sweep.missing)})."
     data = agg.copy()
@@ -173,18 +221,27 @@ def summary_table(sweep: Sweep) -> Table:
 def matched_retention_table(sweep: Sweep) -> Table:
     """EMLoC against the fixed-ratio pruning strategies at (about) EMLoC's retention (paper Table 5)."""
     if "method" not in sweep.by or "emloc" not in set(sweep.runs["method"]):
-        raise SweepError(f"the matched-retention table needs EMLoC runs in sweep {sweep.name!r}; methods present: "
-                         f"{sorted(sweep.runs['method'].unique())}")
+        raise SweepError(
+            f"the matched-retention table needs EMLoC runs in sweep {sweep.name!r}; methods present: "
+            f"{sorted(sweep.runs['method'].unique())}"
+        )
     agg = aggregate(sweep.runs, sweep.by)
     ref = agg[agg["method"] == "emloc"].iloc[0]
     delta = agg["accuracy_mean"] - ref["accuracy_mean"]
     shown = ["0" if m == "emloc" else f"{d * 100:+.1f}" for m, d in zip(agg["method"], delta)]
-    table = _table(sweep, agg, "matched_retention", f"{sweep.name}: pruning strategies at matched retention",
-                   {"Δ accuracy vs EMLoC (pp)": shown})
+    table = _table(
+        sweep,
+        agg,
+        "matched_retention",
+        f"{sweep.name}: pruning strategies at matched retention",
+        {"Δ accuracy vs EMLoC (pp)": shown},
+    )
     table.data["accuracy_delta_vs_emloc"] = delta
     keep = sweep.runs.get("method.keep_ratio", pd.Series(dtype=float)).dropna()
     target = ", ".join(sorted({f"{v:g}" for v in keep})) or "?"
-    table.notes += (f" Fixed-ratio baselines keep `keep_ratio` = {target} of every chunk;"
-                    f" EMLoC's measured retention here is {ref['retention_mean'] * 100:.1f} %"
-                    f" (min–max over seeds {ref['retention_min'] * 100:.1f}–{ref['retention_max'] * 100:.1f} %).")
+    table.notes += (
+        f" Fixed-ratio baselines keep `keep_ratio` = {target} of every chunk;"
+        f" EMLoC's measured retention here is {ref['retention_mean'] * 100:.1f} %"
+        f" (min–max over seeds {ref['retention_min'] * 100:.1f}–{ref['retention_max'] * 100:.1f} %)."
+    )
     return table

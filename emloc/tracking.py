@@ -86,10 +86,18 @@ class RunFolder:
 class Tracker:
     """W&B run for one job. mode: "offline" (default), "online" or "disabled"."""
 
-    def __init__(self, mode: str = "offline", project: str = "emloc", entity: str | None = None,
-                 group: str | None = None, name: str | None = None, tags: list[str] | None = None,
-                 config: dict | None = None, directory: str | os.PathLike | None = None,
-                 log_memory: bool = False) -> None:
+    def __init__(
+        self,
+        mode: str = "offline",
+        project: str = "emloc",
+        entity: str | None = None,
+        group: str | None = None,
+        name: str | None = None,
+        tags: list[str] | None = None,
+        config: dict | None = None,
+        directory: str | os.PathLike | None = None,
+        log_memory: bool = False,
+    ) -> None:
         if mode not in ("offline", "online", "disabled"):
             raise ValueError(f"logger.mode must be offline, online or disabled, got {mode!r}")
         self.mode, self.log_memory, self.run = mode, log_memory, None
@@ -98,9 +106,18 @@ class Tracker:
         import wandb
 
         Path(directory or ".").mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(mode=mode, project=project, entity=entity, group=group, name=name, tags=tags,
-                              config=config, dir=str(directory), reinit="finish_previous",
-                              settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
+        self.run = wandb.init(
+            mode=mode,
+            project=project,
+            entity=entity,
+            group=group,
+            name=name,
+            tags=tags,
+            config=config,
+            dir=str(directory),
+            reinit="finish_previous",
+            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+        )
 
     def finish_run(self, metrics: dict[str, Any], memory_stats: dict[str, Any] | None, memory_dir: Path | None) -> None:
         if self.run is None:
@@ -110,8 +127,10 @@ class Tracker:
         self.run.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None})
         if memory_stats:
             lengths = memory_stats["layer_lengths"]
-            table = wandb.Table(columns=["layer", "kept_tokens", "retention"],
-                                data=[[i, n, n / max(memory_stats["num_source_tokens"], 1)] for i, n in enumerate(lengths)])
+            table = wandb.Table(
+                columns=["layer", "kept_tokens", "retention"],
+                data=[[i, n, n / max(memory_stats["num_source_tokens"], 1)] for i, n in enumerate(lengths)],
+            )
             self.run.log({"memory/per_layer": table})
         if self.log_memory and memory_dir is not None:
             art = wandb.Artifact(f"memory-{self.run.name}", type="task-memory")

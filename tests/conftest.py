@@ -6,11 +6,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from emloc.data.base import Example  # noqa: E402
-from emloc.models.loading import load  # noqa: E402
+from emloc.data.base import Example
+from emloc.models.loading import load
 
 TEXT_FAMILIES = ("llama", "qwen2")
 VL_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
@@ -47,8 +47,15 @@ def colour_image(i: int):
 
 def make_demos(n: int, images: bool = False, offset: int = 0) -> list[Example]:
     labels = ["red", "green", "blue", "yellow"]
-    return [Example(f"d{offset + i}", f"Item {offset + i}: what colour is it?", labels[(offset + i) % 4],
-                    images=(colour_image(offset + i),) if images else ()) for i in range(n)]
+    return [
+        Example(
+            f"d{offset + i}",
+            f"Item {offset + i}: what colour is it?",
+            labels[(offset + i) % 4],
+            images=(colour_image(offset + i),) if images else (),
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture

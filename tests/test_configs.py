@@ -37,7 +37,10 @@ def test_tiny_models_load(option, tmp_path):
 
 def test_signature_ignores_where_and_how_it_is_logged(tmp_path):
     base = plan(compose(["debug=tiny"], tmp_path)).signature
-    assert plan(compose(["debug=tiny", "logger=wandb_offline", "tags=[a]", "force=true"], tmp_path / "o")).signature == base
+    assert (
+        plan(compose(["debug=tiny", "logger=wandb_offline", "tags=[a]", "force=true"], tmp_path / "o")).signature
+        == base
+    )
     assert plan(compose(["debug=tiny", "method.js_threshold=0.01"], tmp_path)).signature != base
     assert plan(compose(["debug=tiny", "task.demo_seed=1"], tmp_path)).signature != base
 
@@ -51,9 +54,14 @@ def test_npu_backend_says_what_is_missing():
         resolve_device("tpu")
 
 
-PAPER_DATA = {"imagenet100": "ImageNet100", "illusionvqa": "csebuetnlp/illusionVQA-Soft-Localization",
-              "mme_realworld_lite": "yifanzhang114/MME-RealWorld-lite-lmms-eval", "ok_vqa": "lmms-lab/OK-VQA",
-              "screenspot_rec": "rootsautomation/ScreenSpot", "youcook2": "lmms-lab/YouCook2"}
+PAPER_DATA = {
+    "imagenet100": "ImageNet100",
+    "illusionvqa": "csebuetnlp/illusionVQA-Soft-Localization",
+    "mme_realworld_lite": "yifanzhang114/MME-RealWorld-lite-lmms-eval",
+    "ok_vqa": "lmms-lab/OK-VQA",
+    "screenspot_rec": "rootsautomation/ScreenSpot",
+    "youcook2": "lmms-lab/YouCook2",
+}
 
 
 @pytest.mark.parametrize("task", sorted(PAPER_DATA))
@@ -67,8 +75,10 @@ def test_paper_task_without_data_fails_fast_naming_the_dataset(task, tmp_path, m
 
     monkeypatch.setattr("emloc.models.loading.load", lambda *a, **k: pytest.fail("a model was loaded"))
     extra = [] if task in ("imagenet100", "youcook2") else [f"task.loader.cache_dir={tmp_path}/hf"]
-    cfg = compose([f"experiment=qwen2vl7b_{task}_{200 if task == 'imagenet100' else 20}", f"paths.data_dir={tmp_path}",
-                   *extra], tmp_path)
+    cfg = compose(
+        [f"experiment=qwen2vl7b_{task}_{200 if task == 'imagenet100' else 20}", f"paths.data_dir={tmp_path}", *extra],
+        tmp_path,
+    )
     start = time.perf_counter()
     with pytest.raises(DatasetUnavailableError, match=re.escape(PAPER_DATA[task])) as err:
         plan(cfg)
@@ -78,9 +88,12 @@ def test_paper_task_without_data_fails_fast_naming_the_dataset(task, tmp_path, m
 
 
 PAPER_SETTINGS = {  # task: (shots, demos per chunk, pixels per image, max new tokens, batch size)
-    "imagenet100": (200, 20, 64 * 28 * 28, 32, 1), "illusionvqa": (20, 4, 256 * 28 * 28, 16, 4),
-    "mme_realworld_lite": (20, 4, 256 * 28 * 28, 16, 4), "ok_vqa": (20, 4, 256 * 28 * 28, 128, 4),
-    "screenspot_rec": (20, 4, 256 * 28 * 28, 128, 4), "youcook2": (20, 4, 128 * 28 * 28, 128, 1),
+    "imagenet100": (200, 20, 64 * 28 * 28, 32, 1),
+    "illusionvqa": (20, 4, 256 * 28 * 28, 16, 4),
+    "mme_realworld_lite": (20, 4, 256 * 28 * 28, 16, 4),
+    "ok_vqa": (20, 4, 256 * 28 * 28, 128, 4),
+    "screenspot_rec": (20, 4, 256 * 28 * 28, 128, 4),
+    "youcook2": (20, 4, 128 * 28 * 28, 128, 1),
 }
 
 
@@ -94,10 +107,19 @@ def test_paper_experiments_pin_the_reference_settings(task, tmp_path):
     assert c["model"] == {"source": "Qwen/Qwen2-VL-7B-Instruct", "seed": 0, "min_pixels": pixels, "max_pixels": pixels}
     assert c["backend"] == {"device": "cuda", "dtype": "bfloat16", "attn": "sdpa"}
     assert (c["task"]["name"], c["task"]["num_shots"], c["eval"]["max_new_tokens"], c["eval"]["batch_size"]) == (
-        task, shots, tokens, batch)
+        task,
+        shots,
+        tokens,
+        batch,
+    )
     assert c["task"]["demo_seed"] == 42 or c["task"]["loader"]["demo_order"] == "first"
     method = instantiate(cfg.method)
     assert (method.chunk_size, method.js_threshold, method.keep_ratios, method.search, method.warm_start) == (
-        chunk, 0.005, (0.1, 0.2, 0.5), "greedy", False)
+        chunk,
+        0.005,
+        (0.1, 0.2, 0.5),
+        "greedy",
+        False,
+    )
     for other in ("zero_shot", "full_context"):  # the baselines compose under the same experiment
         assert instantiate(compose([f"experiment=qwen2vl7b_{task}_{shots}", f"method={other}"], tmp_path).method).name

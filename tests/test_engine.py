@@ -1,6 +1,6 @@
 """Invariants of the core engine on tiny random models of every family (fp32, CPU, offline).
 
-    pytest tests/test_engine.py
+pytest tests/test_engine.py
 """
 
 import pytest
@@ -50,8 +50,15 @@ def test_wrapper_is_transparent_without_a_memory(llama):
     assert torch.allclose(ours, stock, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", [FullContext(chunk_size=2), EMLoC(chunk_size=2, js_threshold=0.0),
-                                    EMLoC(chunk_size=3, js_threshold=0.5, keep_ratios=(1.0,))], ids=str)
+@pytest.mark.parametrize(
+    "method",
+    [
+        FullContext(chunk_size=2),
+        EMLoC(chunk_size=2, js_threshold=0.0),
+        EMLoC(chunk_size=3, js_threshold=0.5, keep_ratios=(1.0,)),
+    ],
+    ids=str,
+)
 def test_lossless_settings_reproduce_the_full_context(adapter, demos_for, method):
     demos, query = demos_for(adapter, 5), demos_for(adapter, 1, offset=40)[0]
     memory = method.build(adapter, demos, INSTR)
@@ -74,13 +81,16 @@ def test_mrope_offset_is_the_position_extent_not_the_token_count(qwen_vl, demos_
     assert 0 < memory.position_offset < memory.num_source_tokens  # images advance positions by max(h, w) only
 
 
-@pytest.mark.parametrize("search, warm_start, warm_search", [("greedy", True, "bisect"), ("bisect", False, "bisect"),
-                                                            ("greedy", True, "path")])
+@pytest.mark.parametrize(
+    "search, warm_start, warm_search",
+    [("greedy", True, "bisect"), ("bisect", False, "bisect"), ("greedy", True, "path")],
+)
 def test_every_accepted_layer_meets_the_bound_and_stats_match(llama, search, warm_start, warm_search):
     demos = make_demos(9)
     delta = 0.02
-    memory = EMLoC(chunk_size=3, js_threshold=delta, search=search, warm_start=warm_start,
-                   warm_search=warm_search).build(llama, demos, INSTR)
+    memory = EMLoC(
+        chunk_size=3, js_threshold=delta, search=search, warm_start=warm_start, warm_search=warm_search
+    ).build(llama, demos, INSTR)
     assert any(k < c.num_tokens for c in memory.chunks for k in c.kept), "nothing was pruned: the test is vacuous"
     for c in memory.chunks:
         for kept, js in zip(c.kept, c.js):
@@ -90,8 +100,10 @@ def test_every_accepted_layer_meets_the_bound_and_stats_match(llama, search, war
 
 def test_raising_the_threshold_never_keeps_more(llama):
     demos = make_demos(8)
-    totals = [sum(EMLoC(chunk_size=4, js_threshold=d, warm_start=False).build(llama, demos, INSTR).lengths())
-              for d in (0.0, 1e-4, 1e-3, 1e-2, 0.1)]
+    totals = [
+        sum(EMLoC(chunk_size=4, js_threshold=d, warm_start=False).build(llama, demos, INSTR).lengths())
+        for d in (0.0, 1e-4, 1e-3, 1e-2, 0.1)
+    ]
     assert totals == sorted(totals, reverse=True) and totals[0] > totals[-1]
 
 
@@ -110,8 +122,9 @@ def test_pruned_memory_equals_full_memory_with_pruned_slots_masked(llama_eager):
         bias[layer] = torch.where(per_query_head, 0.0, torch.finfo(torch.float32).min)[None, :, None, :]
     r = llama_eager.renderer(INSTR)
     prep = llama_eager.prepare(llama_eager.collate([r.query(query)]), full.position_offset)
-    masked, _ = llama_eager.run_layers(prep.hidden, prep.positions, prep.seg,
-                                       AttentionContext(prefix=full.prefix(), prefix_bias=bias))
+    masked, _ = llama_eager.run_layers(
+        prep.hidden, prep.positions, prep.seg, AttentionContext(prefix=full.prefix(), prefix_bias=bias)
+    )
     assert torch.allclose(llama_eager.lm_logits(masked)[0, -1], query_logits(llama_eager, pruned, query), atol=1e-5)
 
 
@@ -142,7 +155,10 @@ def test_loading_into_another_model_is_refused(llama, tmp_path):
 def test_batched_generation_equals_one_by_one(llama):
     memory = FullContext(chunk_size=2).build(llama, make_demos(4), INSTR)
     r = llama.renderer(INSTR)
-    queries = [Example("a", "Item 7: colour?", "red"), Example("b", "A much longer question about item 9: colour?", "blue")]
+    queries = [
+        Example("a", "Item 7: colour?", "red"),
+        Example("b", "A much longer question about item 9: colour?", "blue"),
+    ]
     assert generate(llama, memory, r, queries, 6) == [generate(llama, memory, r, [q], 6)[0] for q in queries]
 
 
@@ -164,8 +180,11 @@ def test_loglikelihood_scores_the_answer_the_full_model_would(llama):
 def test_batched_scoring_equals_one_by_one(llama):
     memory = EMLoC(chunk_size=2, js_threshold=0.05).build(llama, make_demos(4), INSTR)  # per-layer lengths differ
     r = llama.renderer(INSTR)
-    queries = [Example("a", "Item 7: colour?", "red"), Example("b", "A much longer question about item 9: colour?", "blue"),
-               Example("c", "Item 3?", "green")]
+    queries = [
+        Example("a", "Item 7: colour?", "red"),
+        Example("b", "A much longer question about item 9: colour?", "blue"),
+        Example("c", "Item 3?", "green"),
+    ]
     cands = [["red", "green", "a much longer colour name"], ["blue"], ["green", "red"]]
     batched = score_choices(llama, memory, r, queries, cands)
     assert [len(s) for s in batched] == [3, 1, 2]
@@ -189,11 +208,20 @@ def test_single_demo_chunks_work(llama):
     assert [c.num_demos for c in memory.chunks] == [2, 2, 1]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"chunk_size": 0}, "chunk_size"), ({"js_threshold": -0.1}, "js_threshold"),
-    ({"js_threshold": float("nan")}, "js_threshold"), ({"keep_ratios": (0.5, 0.2)}, "keep_ratios"),
-    ({"keep_ratios": (0.0, 0.5)}, "keep_ratios"), ({"keep_ratios": (0.5, 1.5)}, "keep_ratios"),
-    ({"pool_kernel": 4}, "kernel"), ({"search": "annealing"}, "search"), ({"warm_search": "path2"}, "path2")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"js_threshold": -0.1}, "js_threshold"),
+        ({"js_threshold": float("nan")}, "js_threshold"),
+        ({"keep_ratios": (0.5, 0.2)}, "keep_ratios"),
+        ({"keep_ratios": (0.0, 0.5)}, "keep_ratios"),
+        ({"keep_ratios": (0.5, 1.5)}, "keep_ratios"),
+        ({"pool_kernel": 4}, "kernel"),
+        ({"search": "annealing"}, "search"),
+        ({"warm_search": "path2"}, "path2"),
+    ],
+)
 def test_bad_parameters_fail_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EMLoC(**kwargs)

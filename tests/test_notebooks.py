@@ -20,11 +20,14 @@ GRIDS = {
     "main_table": [[f"method={m}"] for m in ("zero_shot", "full_context", "emloc")],
     "ablate_js_threshold": [[f"method.js_threshold={d}"] for d in (0.01, 0.05)],
     "ablate_chunk_size": [[f"method.chunk_size={c}"] for c in (2, 4)],
-    "ablate_shots": [[f"task.num_shots={n}", f"method={m}"]
-                     for n in (4, 8) for m in ("zero_shot", "full_context", "emloc")],
+    "ablate_shots": [
+        [f"task.num_shots={n}", f"method={m}"] for n in (4, 8) for m in ("zero_shot", "full_context", "emloc")
+    ],
     "ablate_keep_ratios": [["method.keep_ratios=[0.2,0.5]"], ["method.keep_ratios=[0.5]"]],
-    "pruning_strategies": [[f"method={m}", "+matched_retention=0.3"]
-                           for m in ("emloc", "snapkv", "h2o", "pyramidkv", "streamingllm", "random")],
+    "pruning_strategies": [
+        [f"method={m}", "+matched_retention=0.3"]
+        for m in ("emloc", "snapkv", "h2o", "pyramidkv", "streamingllm", "random")
+    ],
 }
 
 
@@ -42,8 +45,9 @@ def test_every_sweep_file_has_a_clean_parameterised_notebook():
         # the notebook draws what `emloc report` draws (report.FIGURES), in the same order
         assert re.findall(r'report\.figure\(sweep, "(\w+)"', code) == report.FIGURES[stem], stem
         imports = [line for line in code.splitlines() if line.startswith(("import ", "from "))]
-        assert imports and all(line.split()[1] in ("emloc.report", "pathlib") or line == "from emloc import report"
-                               for line in imports), (stem, imports)  # analysis code imports only emloc.report
+        assert imports and all(
+            line.split()[1] in ("emloc.report", "pathlib") or line == "from emloc import report" for line in imports
+        ), (stem, imports)  # analysis code imports only emloc.report
 
 
 @pytest.mark.slow

@@ -115,9 +115,11 @@ def test_warm_start_offers_a_rotating_quarter_of_the_layers_one_rung_down():
 
 
 def test_budget_path_raises_the_cheapest_rung_first_and_ends_unpruned():
-    rungs = [[(1, 0.5), (2, 0.1), (4, 0.0)],  # layer 0: its first step removes 0.4 of cost for 1 entry
-             [(1, 0.2), (2, 0.15), (4, 0.0)],
-             [(4, 0.0)]]  # a layer with nothing to prune never appears
+    rungs = [
+        [(1, 0.5), (2, 0.1), (4, 0.0)],  # layer 0: its first step removes 0.4 of cost for 1 entry
+        [(1, 0.2), (2, 0.15), (4, 0.0)],
+        [(4, 0.0)],
+    ]  # a layer with nothing to prune never appears
     path = pruning.budget_path(rungs)
     assert path[0] == {0: 1, 1: 1} and path[1] == {0: 2, 1: 1} and path[-1] == {}
     assert len(path) == 5  # one step per rung above the first
@@ -152,6 +154,12 @@ def test_renderer_spans_come_from_the_template(llama):
     assert tok.decode([i for i, k in zip(row.ids, row.kinds) if k == QUESTION]) == "What is red?"
     targets = [i for i, t in zip(row.ids, row.targets) if t]
     assert targets[-1] == r.end_of_turn and tok.decode(targets[:-1]) == "a colour"
-    full = tok.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is red?"},
-                                    {"role": "assistant", "content": "a colour"}], tokenize=False)
+    full = tok.apply_chat_template(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is red?"},
+            {"role": "assistant", "content": "a colour"},
+        ],
+        tokenize=False,
+    )
     assert tok.decode(r.preamble().ids + row.ids) == full

@@ -26,8 +26,18 @@ def out(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     for seed in SEEDS:
         for delta in DELTAS:
-            runner.run(compose(["debug=tiny", "logger=wandb_offline", "sweep_name=t", f"task.demo_seed={seed}",
-                                f"method.js_threshold={delta}"], root))
+            runner.run(
+                compose(
+                    [
+                        "debug=tiny",
+                        "logger=wandb_offline",
+                        "sweep_name=t",
+                        f"task.demo_seed={seed}",
+                        f"method.js_threshold={delta}",
+                    ],
+                    root,
+                )
+            )
     return root
 
 
@@ -43,7 +53,8 @@ def sweeps_dir(tmp_path, seeds=SEEDS):
     d.mkdir(exist_ok=True)
     (d / "t.yaml").write_text(
         "sweep_name: t\nhydra:\n  sweeper:\n    params:\n"
-        f"      method.js_threshold: {','.join(map(str, DELTAS))}\n      task.demo_seed: {','.join(map(str, seeds))}\n")
+        f"      method.js_threshold: {','.join(map(str, DELTAS))}\n      task.demo_seed: {','.join(map(str, seeds))}\n"
+    )
     return d
 
 
@@ -66,8 +77,9 @@ def test_run_folders_and_wandb_offline_files_give_the_same_rows(out, wandb_runs,
 def test_wandb_api_rows_are_normalised_like_the_others(out, wandb_runs, monkeypatch):
     """The public API returns the same summary/config dicts as the offline files (W&B media entries included)."""
     assert len(wandb_runs) == 4 and {r["state"] for r in wandb_runs} == {"finished"}
-    monkeypatch.setattr("emloc.tracking.fetch_runs",
-                        lambda project, entity, group: [(r["summary"], r["config"]) for r in wandb_runs])
+    monkeypatch.setattr(
+        "emloc.tracking.fetch_runs", lambda project, entity, group: [(r["summary"], r["config"]) for r in wandb_runs]
+    )
     api = report.load_wandb_api("emloc", sweep="t")
     pd.testing.assert_frame_equal(api, report.load_runs(out, "t"), check_exact=True)
 
@@ -105,9 +117,17 @@ def test_cli_writes_tables_and_figures(out, tmp_path, capsys):
     assert report.main(args) == 0
     assert "(complete)" in capsys.readouterr().out
     names = {p.name for p in dest.iterdir()}
-    assert {"summary.md", "summary.csv", "runs.csv", "README.md", "accuracy_retention_vs_js_threshold.png",
-            "kept_tokens_heatmap.png", "accepted_js_per_layer.png", "pruned_token_kinds.png",
-            "cost_vs_accuracy_pareto.png"} <= names
+    assert {
+        "summary.md",
+        "summary.csv",
+        "runs.csv",
+        "README.md",
+        "accuracy_retention_vs_js_threshold.png",
+        "kept_tokens_heatmap.png",
+        "accepted_js_per_layer.png",
+        "pruned_token_kinds.png",
+        "cost_vs_accuracy_pareto.png",
+    } <= names
     for png in dest.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     md = (dest / "summary.md").read_text()
@@ -116,11 +136,21 @@ def test_cli_writes_tables_and_figures(out, tmp_path, capsys):
     agg = report.aggregate(report.load_runs(out, "t"), ["method.js_threshold"])
     assert csv["accuracy_mean"].tolist() == pytest.approx(agg["accuracy_mean"].tolist())
 
+
 def test_emloc_report_command_is_the_same_cli(out, tmp_path):
     """`emloc report ...` as an installed console script, in a fresh process (the strict check exits before drawing)."""
     exe = Path(sys.executable).parent / "emloc"
-    args = ["report", "t", "--output-dir", str(out), "--out", str(tmp_path / "r"), "--strict",
-            "--sweeps-dir", str(sweeps_dir(tmp_path, seeds=(0, 1, 2)))]
+    args = [
+        "report",
+        "t",
+        "--output-dir",
+        str(out),
+        "--out",
+        str(tmp_path / "r"),
+        "--strict",
+        "--sweeps-dir",
+        str(sweeps_dir(tmp_path, seeds=(0, 1, 2))),
+    ]
     proc = subprocess.run([str(exe), *args], capture_output=True, text=True)
     assert proc.returncode == 3 and "PARTIAL: 2 of 6" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -132,8 +162,12 @@ def test_partial_sweep_names_what_is_missing(out, tmp_path, capsys):
     assert "PARTIAL: 2 of 6" in sweep.status() and "method.js_threshold=0.05 task.demo_seed=2" in sweep.status()
     assert "Partial sweep: 2 expected runs missing" in report.summary_table(sweep).markdown()
     assert "partial" in report.figure(sweep, "cost_pareto").get_suptitle()  # figures say so too
-    assert report.main(["t", "--output-dir", str(out), "--out", str(tmp_path / "s"), "--sweeps-dir", str(sweeps),
-                        "--strict"]) == 3
+    assert (
+        report.main(
+            ["t", "--output-dir", str(out), "--out", str(tmp_path / "s"), "--sweeps-dir", str(sweeps), "--strict"]
+        )
+        == 3
+    )
     assert "PARTIAL: 2 of 6" in capsys.readouterr().err and not (tmp_path / "s").exists()
 
 

@@ -11,8 +11,14 @@ from emloc.generate import answer
 from emloc.rices import RICES, resolve_embedder
 from tests.conftest import colour_image
 
-VECTORS = {"d0": [1.0, 0.0, 0.0], "d1": [0.8, 0.6, 0.0], "d2": [0.0, 1.0, 0.0], "d3": [0.0, 0.0, 1.0],
-           "d4": [1.0, 0.0, 0.0], "q": [0.9, 0.1, 0.0]}
+VECTORS = {
+    "d0": [1.0, 0.0, 0.0],
+    "d1": [0.8, 0.6, 0.0],
+    "d2": [0.0, 1.0, 0.0],
+    "d3": [0.0, 0.0, 1.0],
+    "d4": [1.0, 0.0, 0.0],
+    "q": [0.9, 0.1, 0.0],
+}
 
 
 def table_embedder(examples):
@@ -51,13 +57,18 @@ def test_bad_inputs_fail_with_the_value_named():
 
 def test_default_embedders_find_the_same_colour_and_the_shared_words():
     colours = ["red", "green", "blue", "yellow"]
-    pool = [ex(f"d{i}", question=f"Item {i}: what colour is it?", answer=colours[i % 4], images=(colour_image(i),))
-            for i in range(8)]
+    pool = [
+        ex(f"d{i}", question=f"Item {i}: what colour is it?", answer=colours[i % 4], images=(colour_image(i),))
+        for i in range(8)
+    ]
     by_image = RICES(k=2, embedder="image")
     (picked,) = by_image.select(by_image.index(pool), [ex("q", images=(colour_image(2),))])
     assert [e.answer for e in picked] == ["blue", "blue"]
-    texts = [ex("t0", question="the capital of France"), ex("t1", question="a red square shape"),
-             ex("t2", question="which river flows through Paris in France")]
+    texts = [
+        ex("t0", question="the capital of France"),
+        ex("t1", question="a red square shape"),
+        ex("t2", question="which river flows through Paris in France"),
+    ]
     by_text = RICES(k=1, embedder="text")
     assert uids(by_text.select(by_text.index(texts), [ex("q", question="a big red square")])[0]) == ["t1"]
     assert uids(by_text.select(by_text.index(texts), [ex("q", question="a river flows through Paris")])[0]) == ["t2"]

@@ -7,8 +7,12 @@ import pytest
 from emloc import runner
 from tests.conftest import compose
 
-FAMILIES = [("tiny_llama", []), ("tiny_qwen2", []), ("tiny_qwen2_vl", ["task.loader.with_images=true"]),
-            ("tiny_qwen2_5_vl", ["task.loader.with_images=true"])]
+FAMILIES = [
+    ("tiny_llama", []),
+    ("tiny_qwen2", []),
+    ("tiny_qwen2_vl", ["task.loader.with_images=true"]),
+    ("tiny_qwen2_5_vl", ["task.loader.with_images=true"]),
+]
 
 
 @pytest.fixture
@@ -24,12 +28,28 @@ def test_debug_run_writes_a_complete_run_folder(model, extra, tmp_path):
     cfg = compose(["debug=tiny", f"model={model}", *extra], tmp_path)
     metrics = runner.run(cfg)
     folder = tmp_path / "runs" / metrics["signature"]
-    assert {p.name for p in folder.iterdir()} >= {"config.yaml", "metrics.json", "predictions.jsonl", "memory_stats.json"}
+    assert {p.name for p in folder.iterdir()} >= {
+        "config.yaml",
+        "metrics.json",
+        "predictions.jsonl",
+        "memory_stats.json",
+    }
     rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == metrics["num_queries"] == 4 and {"prediction", "target", "correct"} <= set(rows[0])
     assert metrics["accuracy"] == sum(r["correct"] for r in rows) / 4
-    for key in ("num_shots", "context_tokens", "memory_tokens", "retention", "max_chunk_js", "compress_seconds",
-                "query_seconds_mean", "peak_rss_mb", "method", "model", "task"):
+    for key in (
+        "num_shots",
+        "context_tokens",
+        "memory_tokens",
+        "retention",
+        "max_chunk_js",
+        "compress_seconds",
+        "query_seconds_mean",
+        "peak_rss_mb",
+        "method",
+        "model",
+        "task",
+    ):
         assert key in metrics
     stats = json.loads((folder / "memory_stats.json").read_text())
     assert len(stats["layer_lengths"]) == stats["num_layers"] and stats["chunks"]
@@ -62,11 +82,17 @@ def test_wandb_offline_run_holds_the_metrics(tmp_path):
     assert run["config"]["method"]["js_threshold"] == 0.005
 
 
-@pytest.mark.parametrize("override, match", [
-    ("method.js_threshold=-1", "js_threshold"), ("method.chunk_size=0", "chunk_size"),
-    ("method.keep_ratios=[0.5,0.2]", "keep_ratios"), ("task.num_shots=100", "num_shots=100"),
-    ("task.num_queries=1000", "num_queries=1000"), ("eval.batch_size=0", "eval.batch_size"),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("method.js_threshold=-1", "js_threshold"),
+        ("method.chunk_size=0", "chunk_size"),
+        ("method.keep_ratios=[0.5,0.2]", "keep_ratios"),
+        ("task.num_shots=100", "num_shots=100"),
+        ("task.num_queries=1000", "num_queries=1000"),
+        ("eval.batch_size=0", "eval.batch_size"),
+    ],
+)
 def test_bad_values_fail_before_any_model_load(override, match, tmp_path, no_model_load):
     with pytest.raises(ValueError, match=match):
         runner.run(compose(["debug=tiny", override], tmp_path))
@@ -87,14 +113,31 @@ def test_missing_data_path_is_named(tmp_path, no_model_load):
 def test_unreadable_image_names_the_file_and_the_run_is_not_done(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    rows = [{"id": i, "question": f"q{i}", "answer": "red" if i % 2 else "blue", "image": str(bad if i == 3 else tmp_path / "ok.png")}
-            for i in range(12)]
+    rows = [
+        {
+            "id": i,
+            "question": f"q{i}",
+            "answer": "red" if i % 2 else "blue",
+            "image": str(bad if i == 3 else tmp_path / "ok.png"),
+        }
+        for i in range(12)
+    ]
     from PIL import Image
 
     Image.new("RGB", (40, 40), (200, 0, 0)).save(tmp_path / "ok.png")
     (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    cfg = compose(["debug=tiny", "model=tiny_qwen2_vl", "task=jsonl", f"task.loader.path={tmp_path}/t.jsonl",
-                   "task.num_shots=8", "task.num_queries=4", f"+task.loader.cache_dir={tmp_path}/hf"], tmp_path / "out")
+    cfg = compose(
+        [
+            "debug=tiny",
+            "model=tiny_qwen2_vl",
+            "task=jsonl",
+            f"task.loader.path={tmp_path}/t.jsonl",
+            "task.num_shots=8",
+            "task.num_queries=4",
+            f"+task.loader.cache_dir={tmp_path}/hf",
+        ],
+        tmp_path / "out",
+    )
     with pytest.raises(ValueError, match="broken.png"):
         runner.run(cfg)
     assert not list((tmp_path / "out").rglob("metrics.json"))
@@ -108,7 +151,14 @@ def test_console_script_runs_like_run_py(tmp_path):
     from pathlib import Path
 
     exe = Path(sys.executable).with_name("emloc")
-    args = [str(exe), "run", "debug=tiny", "logger=none", f"paths.output_dir={tmp_path}", f"hydra.run.dir={tmp_path}/hydra"]
+    args = [
+        str(exe),
+        "run",
+        "debug=tiny",
+        "logger=none",
+        f"paths.output_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     first = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]

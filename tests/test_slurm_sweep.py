@@ -21,8 +21,15 @@ pytestmark = [pytest.mark.slurm, pytest.mark.skipif(SKIP_REASON is not None, rea
 
 def launch(tmp_path, *overrides, timeout=900):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMLOC_OUTPUT": str(tmp_path / "out"), "WANDB_SILENT": "true"}
-    cmd = [sys.executable, "run.py", "-m", "hydra/launcher=slurm", f"hydra.launcher.partition={PARTITION}",
-           f"hydra.sweep.dir={tmp_path}/sweep", *overrides]
+    cmd = [
+        sys.executable,
+        "run.py",
+        "-m",
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={PARTITION}",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        *overrides,
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -32,8 +39,13 @@ def sacct_jobs(job_id: str) -> list[str]:
 
 
 def test_sweep_runs_as_a_slurm_array_and_reruns_do_nothing(tmp_path):
-    args = ["debug=tiny", "sweep_name=slurm_smoke", "method.js_threshold=0.005,0.05", "task.demo_seed=0,1",
-            "hydra.launcher.timeout_min=5"]
+    args = [
+        "debug=tiny",
+        "sweep_name=slurm_smoke",
+        "method.js_threshold=0.005,0.05",
+        "task.demo_seed=0,1",
+        "hydra.launcher.timeout_min=5",
+    ]
     out = launch(tmp_path, *args)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("runs/*/metrics.json")]
@@ -56,9 +68,19 @@ def test_a_job_past_its_time_limit_is_requeued_and_resumes(tmp_path):
     The second attempt must take over the finished chunks / predictions, not recompute them."""
     # ~4-5 minutes of work (idle 2 cores) against <= 150 s per attempt (3-minute limit, SIGUSR2 30 s before, Slurm may
     # signal up to 60 s early): at least one requeue; each attempt has room for the cold first chunk even on a busy node
-    out = launch(tmp_path, "sweep_name=requeue", "logger=none", "task.num_shots=32", f"task.num_queries={QUERIES}",
-                 "method.chunk_size=2", "eval.batch_size=4", "hydra.launcher.timeout_min=3",
-                 "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=6", timeout=2400)
+    out = launch(
+        tmp_path,
+        "sweep_name=requeue",
+        "logger=none",
+        "task.num_shots=32",
+        f"task.num_queries={QUERIES}",
+        "method.chunk_size=2",
+        "eval.batch_size=4",
+        "hydra.launcher.timeout_min=3",
+        "hydra.launcher.signal_delay_s=30",
+        "hydra.launcher.max_num_timeout=6",
+        timeout=2400,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     [m] = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("runs/*/metrics.json")]
     assert m["attempt"] >= 1, "the job finished in its first attempt: the limit did not bite"

@@ -16,7 +16,9 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
 
 def run_py(*args, output_dir, check=True):
     env = {**ENV, "EMLOC_OUTPUT": str(output_dir)}
-    out = subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "run.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     if check and out.returncode != 0:
         raise AssertionError(out.stderr[-3000:])
     return out
@@ -34,7 +36,13 @@ def test_sweep_file_composes(name, tmp_path):
 
 
 def test_local_multirun_survives_a_failing_point_and_reruns_do_nothing(tmp_path):
-    args = ["-m", "debug=tiny", "method.js_threshold=0.01,-1", "sweep_name=fail_test", f"hydra.sweep.dir={tmp_path}/sweep"]
+    args = [
+        "-m",
+        "debug=tiny",
+        "method.js_threshold=0.01,-1",
+        "sweep_name=fail_test",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
     out = run_py(*args, output_dir=tmp_path, check=False)
     assert out.returncode != 0  # the sweep reports its failure ...
     done = list(tmp_path.glob("runs/*/metrics.json"))

@@ -7,4 +7,4 @@ from emloc.data.iso3166 import Iso3166Task
 from emloc.data.jsonl import JsonlTask
 from emloc.data.synthetic import SyntheticTask
 
-__all__ = ["Example", "Split", "Task", "EasyVQATask", "ImageFolderTask", "Iso3166Task", "JsonlTask", "SyntheticTask"]
+__all__ = ["EasyVQATask", "Example", "ImageFolderTask", "Iso3166Task", "JsonlTask", "Split", "SyntheticTask", "Task"]

@@ -114,9 +114,19 @@ class ModelAdapter:
             hidden, pos, seg = hidden[valid][None], pos[:, valid][:, None], seg[valid][None]
         return Prepared(hidden, pos, extents.to(self.device) + offset, seg, valid, pack)
 
-    def run_layers(self, hidden: torch.Tensor, positions: torch.Tensor, key_seg: torch.Tensor,
-                   ctx: AttentionContext, *, cache=None, start: int = 0, keep_inputs: bool = False,
-                   query_seg: torch.Tensor | None = None, parent_seg: torch.Tensor | None = None):
+    def run_layers(
+        self,
+        hidden: torch.Tensor,
+        positions: torch.Tensor,
+        key_seg: torch.Tensor,
+        ctx: AttentionContext,
+        *,
+        cache=None,
+        start: int = 0,
+        keep_inputs: bool = False,
+        query_seg: torch.Tensor | None = None,
+        parent_seg: torch.Tensor | None = None,
+    ):
         """Run decoder layers `start..` and the final norm.
 
         key_seg : (bsz, k_len) segment ids of the sequence's own keys (cached + current; the current tokens last);
@@ -124,7 +134,7 @@ class ModelAdapter:
         each current token sees. See `attention.additive_mask`.
         Returns the normed final hidden states (bsz, L, hidden) and, if asked, the input of every layer run.
         """
-        query_seg = key_seg[:, -hidden.shape[1]:] if query_seg is None else query_seg
+        query_seg = key_seg[:, -hidden.shape[1] :] if query_seg is None else query_seg
         mask = additive_mask(key_seg.to(self.device), query_seg.to(self.device), hidden.dtype, parent_seg)
         cos_sin = self.rotary(hidden, positions)
         inputs = []
@@ -132,8 +142,14 @@ class ModelAdapter:
         for layer in self.layers[start:]:
             if keep_inputs:
                 inputs.append(hidden)
-            hidden = layer(hidden, attention_mask=mask, position_embeddings=cos_sin, use_cache=cache is not None,
-                           emloc=ctx, **cache_kw)
+            hidden = layer(
+                hidden,
+                attention_mask=mask,
+                position_embeddings=cos_sin,
+                use_cache=cache is not None,
+                emloc=ctx,
+                **cache_kw,
+            )
         return self.decoder.norm(hidden), inputs
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -146,7 +162,11 @@ class ModelAdapter:
     def signature(self) -> dict[str, str]:
         """Identity of model weights/config and tokenizer; a saved memory only loads into a matching model."""
         cfg = self.model.config.to_dict()
-        cfg.pop("_name_or_path", None), cfg.pop("_attn_implementation_autoset", None), cfg.pop("attn_implementation", None)
+        (
+            cfg.pop("_name_or_path", None),
+            cfg.pop("_attn_implementation_autoset", None),
+            cfg.pop("attn_implementation", None),
+        )
         cfg.pop("_attn_implementation", None)
         h = hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode())
         params = list(self.model.parameters())

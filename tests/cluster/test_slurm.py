@@ -33,8 +33,10 @@ def why_skip() -> str | None:
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"SLURM installed but `scontrol ping` failed ({e})"
     if ping.returncode != 0:
-        return ("SLURM installed but no controller answers `scontrol ping` (`bash .ci/slurm-ci.sh up`, "
-                "or export SLURM_CI_PARTITION to make this an error)")
+        return (
+            "SLURM installed but no controller answers `scontrol ping` (`bash .ci/slurm-ci.sh up`, "
+            "or export SLURM_CI_PARTITION to make this an error)"
+        )
     return None
 
 
@@ -70,8 +72,14 @@ def executor(tmp_path):
     ex = submitit.AutoExecutor(folder=tmp_path / "submitit" / "%j")
     # AutoExecutor silently falls back to a local executor when it finds no SLURM commands
     assert ex.cluster == "slurm"
-    ex.update_parameters(slurm_partition=PARTITION, timeout_min=5, cpus_per_task=1, mem_gb=0.5,
-                         slurm_array_parallelism=3, name="emloc-ci")
+    ex.update_parameters(
+        slurm_partition=PARTITION,
+        timeout_min=5,
+        cpus_per_task=1,
+        mem_gb=0.5,
+        slurm_array_parallelism=3,
+        name="emloc-ci",
+    )
     return ex
 
 
@@ -90,8 +98,7 @@ def sacct_state(job_id: str, want: str, timeout_s: float = 15) -> str:
     deadline = time.monotonic() + timeout_s
     state = ""
     while time.monotonic() < deadline:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id],
-                             capture_output=True, text=True)
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True)
         if out.returncode != 0:
             pytest.fail(f"sacct failed (accounting off? slurm-ci.sh runs slurmdbd for it): {out.stderr.strip()}")
         state = out.stdout.strip().split("\n")[0].split()[0] if out.stdout.strip() else ""

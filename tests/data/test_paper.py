@@ -10,9 +10,19 @@ import random
 import pytest
 from PIL import Image
 
-from emloc.data.paper import (PAPER_TASKS, DatasetUnavailableError, IllusionVQATask, ImageNet100Task,
-                              MMERealWorldLiteTask, OKVQATask, ScreenSpotRECTask, YouCook2Task, carve_fewshot_pool,
-                              parse_box, rouge_l)
+from emloc.data.paper import (
+    PAPER_TASKS,
+    DatasetUnavailableError,
+    IllusionVQATask,
+    ImageNet100Task,
+    MMERealWorldLiteTask,
+    OKVQATask,
+    ScreenSpotRECTask,
+    YouCook2Task,
+    carve_fewshot_pool,
+    parse_box,
+    rouge_l,
+)
 
 N = 106  # a 100-document pool and 6 queries
 
@@ -23,19 +33,38 @@ def png(i: int) -> Image.Image:
 
 def row(task: str, i: int) -> dict:
     if task == "illusionvqa":
-        return {"image": png(i), "question": f"Where is illusion {i}?", "options": ["left", "right", "top"],
-                "answer": ["left", "right", "top"][i % 3]}
+        return {
+            "image": png(i),
+            "question": f"Where is illusion {i}?",
+            "options": ["left", "right", "top"],
+            "answer": ["left", "right", "top"][i % 3],
+        }
     if task == "mme_realworld_lite":
         buf = io.BytesIO()
         png(i).save(buf, format="PNG")
-        return {"bytes": base64.b64encode(buf.getvalue()).decode(), "question": f"Count {i}?", "index": 1000 + i,
-                "multi-choice options": ["(A) 1", "(B) 2", "(C) 3", "(D) 4", "(E) 5"], "answer": "ABCDE"[i % 5],
-                "category": "count", "l2-category": "perception"}
+        return {
+            "bytes": base64.b64encode(buf.getvalue()).decode(),
+            "question": f"Count {i}?",
+            "index": 1000 + i,
+            "multi-choice options": ["(A) 1", "(B) 2", "(C) 3", "(D) 4", "(E) 5"],
+            "answer": "ABCDE"[i % 5],
+            "category": "count",
+            "l2-category": "perception",
+        }
     if task == "ok_vqa":
-        return {"image": png(i), "question": f"What is {i}?", "question_id": 5000 + i,
-                "answers": ["cat"] * 6 + ["dog"] * 4 if i % 2 else ["dog"] * 7 + ["cat"] * 3}
-    return {"image": png(i), "instruction": f"the button {i}", "bbox": [0.1, 0.2, 0.3, 0.4], "data_type": "text",
-            "data_source": "web"}
+        return {
+            "image": png(i),
+            "question": f"What is {i}?",
+            "question_id": 5000 + i,
+            "answers": ["cat"] * 6 + ["dog"] * 4 if i % 2 else ["dog"] * 7 + ["cat"] * 3,
+        }
+    return {
+        "image": png(i),
+        "instruction": f"the button {i}",
+        "bbox": [0.1, 0.2, 0.3, 0.4],
+        "data_type": "text",
+        "data_source": "web",
+    }
 
 
 @pytest.fixture
@@ -104,19 +133,32 @@ def test_imagenet100_takes_the_first_demos_of_the_train_list(tmp_path):
             wnid = f"n0{i % 2}"
             (tmp_path / "imagenet1k" / split / wnid).mkdir(parents=True, exist_ok=True)
             png(i).save(tmp_path / "imagenet1k" / split / wnid / f"{split}{i}.JPEG", format="JPEG")
-            rows[split].append({"question": "What category does the above image belong to?",
-                                "answer": f"class {wnid}.", "image": f"/x/data/imagenet1k/{split}/{wnid}/{split}{i}.JPEG"})
+            rows[split].append(
+                {
+                    "question": "What category does the above image belong to?",
+                    "answer": f"class {wnid}.",
+                    "image": f"/x/data/imagenet1k/{split}/{wnid}/{split}{i}.JPEG",
+                }
+            )
         (tmp_path / f"{split}.json").write_text(json.dumps(rows[split]))
-    task = ImageNet100Task(root=str(tmp_path / "imagenet1k"), train_list=str(tmp_path / "train.json"),
-                           val_list=str(tmp_path / "val.json"))
+    task = ImageNet100Task(
+        root=str(tmp_path / "imagenet1k"), train_list=str(tmp_path / "train.json"), val_list=str(tmp_path / "val.json")
+    )
     split = task.split(3, None, demo_seed=7)
-    assert [d.images[0] for d in split.demos] == [str(tmp_path / "imagenet1k/train" / f"n0{i % 2}/train{i}.JPEG") for i in range(3)]
+    assert [d.images[0] for d in split.demos] == [
+        str(tmp_path / "imagenet1k/train" / f"n0{i % 2}/train{i}.JPEG") for i in range(3)
+    ]
     assert len(split.queries) == 3 and split.demos[0].answer == "class n00."
-    assert task.score(split.queries[0], "It is a Class N00 .") == 1.0 and task.score(split.queries[0], "class n01") == 0.0
+    assert (
+        task.score(split.queries[0], "It is a Class N00 .") == 1.0 and task.score(split.queries[0], "class n01") == 0.0
+    )
     (tmp_path / "imagenet1k/val/n00/val0.JPEG").unlink()
     with pytest.raises(DatasetUnavailableError, match="1 of 3 ImageNet-1k images"):
-        ImageNet100Task(root=str(tmp_path / "imagenet1k"), train_list=str(tmp_path / "train.json"),
-                        val_list=str(tmp_path / "val.json")).load()
+        ImageNet100Task(
+            root=str(tmp_path / "imagenet1k"),
+            train_list=str(tmp_path / "train.json"),
+            val_list=str(tmp_path / "val.json"),
+        ).load()
 
 
 def test_youcook2_uses_cached_frames_and_rouge_l(tmp_path):
@@ -130,11 +172,17 @@ def test_youcook2_uses_cached_frames_and_rouge_l(tmp_path):
         folder.mkdir(parents=True)
         for k in range(2):
             png(i).save(folder / f"{k:02d}.jpg")
-    task = YouCook2Task(path=str(tmp_path / "yc"), video_root=str(tmp_path / "videos"), num_frames=2,
-                        image_cache=str(tmp_path / "cache"))
+    task = YouCook2Task(
+        path=str(tmp_path / "yc"),
+        video_root=str(tmp_path / "videos"),
+        num_frames=2,
+        image_cache=str(tmp_path / "cache"),
+    )
     pool, rest = task.load()
     assert len(pool) == 100 and len(rest) == N - 100 and len(rest[0].images) == 2
     assert task.score(rest[0], rest[0].answer.upper()) == 1.0
-    assert rouge_l("add eggs", "add two eggs to the pan") == pytest.approx((1 + 1.2**2) * (1 / 3) / (1 / 3 + 1.2**2))  # p = 1, r = 2/6
+    assert rouge_l("add eggs", "add two eggs to the pan") == pytest.approx(
+        (1 + 1.2**2) * (1 / 3) / (1 / 3 + 1.2**2)
+    )  # p = 1, r = 2/6
     with pytest.raises(DatasetUnavailableError, match="video_root"):
         YouCook2Task(path=str(tmp_path / "yc"), video_root=str(tmp_path / "nowhere")).load()

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from emloc.data import EasyVQATask, Example, ImageFolderTask, Iso3166Task, JsonlTask, SyntheticTask
-from emloc.data import iso3166
+from emloc.data import EasyVQATask, Example, ImageFolderTask, Iso3166Task, JsonlTask, SyntheticTask, iso3166
 
 
 def uids(examples: list[Example]) -> list[str]:

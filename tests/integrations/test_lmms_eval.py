@@ -13,8 +13,8 @@ import pytest
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is the optional [eval] extra (make install)")
 
-from emloc import runner  # noqa: E402
-from tests.conftest import compose  # noqa: E402
+from emloc import runner
+from tests.conftest import compose
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -24,8 +24,22 @@ RUNNER_EMLOC = "method=emloc,chunk_size=8,search=bisect,warm_start=true"
 
 
 def lmms_cli(out_dir: Path, task: str, model_args: str, include: str = "lmms_tasks") -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "lmms_eval", "--model", "emloc", "--model_args", model_args, "--tasks", task,
-           "--include_path", str(ROOT / include), "--output_path", str(out_dir), "--log_samples"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmms_eval",
+        "--model",
+        "emloc",
+        "--model_args",
+        model_args,
+        "--tasks",
+        task,
+        "--include_path",
+        str(ROOT / include),
+        "--output_path",
+        str(out_dir),
+        "--log_samples",
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=1800)
 
 
@@ -53,11 +67,19 @@ def runner_losses(out_dir: Path, overrides: list[str], check: int = 4) -> tuple[
 
     cfg = compose([*overrides, "logger=none"], out_dir)
     metrics, p = runner.run(cfg), runner.plan(cfg)
-    rows = {r["uid"]: r for r in map(json.loads, (out_dir / "runs" / metrics["signature"] / "predictions.jsonl")
-                                     .read_text().splitlines())}
+    rows = {
+        r["uid"]: r
+        for r in map(
+            json.loads, (out_dir / "runs" / metrics["signature"] / "predictions.jsonl").read_text().splitlines()
+        )
+    }
     adapter = load(**cfg.model, **cfg.backend)
-    memory = TaskMemory.load(out_dir / "memories" / metrics["memory_key"], expect=adapter.signature(),
-                             device=adapter.device, dtype=adapter.dtype)
+    memory = TaskMemory.load(
+        out_dir / "memories" / metrics["memory_key"],
+        expect=adapter.signature(),
+        device=adapter.device,
+        dtype=adapter.dtype,
+    )
     renderer = adapter.renderer(p.task.instruction)
     losses = [[-s for s in loglikelihood(adapter, memory, renderer, q, list(q.choices))] for q in p.queries[:check]]
     return metrics["accuracy"], [q.choices.index(rows[q.uid]["prediction"]) for q in p.queries], losses
@@ -80,8 +102,19 @@ def test_cli_easy_vqa_on_a_tiny_qwen2_vl_equals_the_runner(tmp_path):
     ours = runner_losses(tmp_path / "runner", [*easy_vqa, "task.num_queries=16"])
     assert_same_run(lmms_losses(tmp_path / "lmms", "emloc_easy_vqa", proc), ours, 16)
     # generation: the runner answers one query at a time here, as lmms-eval (batch size 1) does
-    gen = runner.run(compose([*easy_vqa, "task.num_queries=8", "task.loader.score_by=generate", "eval.max_new_tokens=8",
-                              "eval.batch_size=1", "logger=none"], tmp_path / "runner"))
+    gen = runner.run(
+        compose(
+            [
+                *easy_vqa,
+                "task.num_queries=8",
+                "task.loader.score_by=generate",
+                "eval.max_new_tokens=8",
+                "eval.batch_size=1",
+                "logger=none",
+            ],
+            tmp_path / "runner",
+        )
+    )
     assert gen["memory_cached"]  # same demos, model and method: the memory of the first run
     rows = (tmp_path / "runner" / "runs" / gen["signature"] / "predictions.jsonl").read_text().splitlines()
     lmms_acc, samples = lmms_samples(tmp_path / "lmms", "emloc_easy_vqa_gen", proc)
@@ -93,9 +126,13 @@ def test_cli_easy_vqa_on_a_tiny_qwen2_vl_equals_the_runner(tmp_path):
 @pytest.mark.slow
 def test_cli_iso3166_on_the_packaged_smollm2_equals_the_runner(tmp_path):
     """Local text task (ISO 3166-2 regions), real SmolLM2-135M-Instruct, EMLoC, 16 shots, 16 queries over 16 countries."""
-    proc = lmms_cli(tmp_path / "lmms", "emloc_iso3166", f"source=packaged:smollm2-135m-instruct,num_fewshot=16,{RUNNER_EMLOC}")
-    ours = runner_losses(tmp_path / "runner", ["task=iso3166", "model=smollm2_135m", "method=emloc", "task.num_shots=16",
-                                               "task.num_queries=16"])
+    proc = lmms_cli(
+        tmp_path / "lmms", "emloc_iso3166", f"source=packaged:smollm2-135m-instruct,num_fewshot=16,{RUNNER_EMLOC}"
+    )
+    ours = runner_losses(
+        tmp_path / "runner",
+        ["task=iso3166", "model=smollm2_135m", "method=emloc", "task.num_shots=16", "task.num_queries=16"],
+    )
     assert_same_run(lmms_losses(tmp_path / "lmms", "emloc_iso3166", proc), ours, 16)
     assert 0 < ours[0] < 1
 
@@ -115,8 +152,9 @@ def lmms():
 
     def evaluate(model, tasks: list[str], include: Path, limit: int | None = None) -> dict:
         manager = TaskManager("ERROR", include_path=str(include), include_defaults=False)
-        return evaluator.simple_evaluate(model=model, tasks=tasks, task_manager=manager, batch_size=1, limit=limit,
-                                         verbosity="ERROR")
+        return evaluator.simple_evaluate(
+            model=model, tasks=tasks, task_manager=manager, batch_size=1, limit=limit, verbosity="ERROR"
+        )
 
     return evaluate
 
@@ -124,8 +162,9 @@ def lmms():
 def test_entry_point_resolves_the_emloc_model():
     from importlib.metadata import entry_points
 
-    from emloc.integrations.lmms_eval import EMLoCLMM, EmlocTask, manifests
     from lmms_eval.models import get_model
+
+    from emloc.integrations.lmms_eval import EMLoCLMM, EmlocTask, manifests
 
     (ep,) = [e for e in entry_points(group="lmms_eval.models") if e.name == "emloc"]
     assert ep.load() is manifests and manifests()[0].model_id == "emloc"
@@ -145,21 +184,40 @@ def test_stock_lmms_eval_task_builds_its_memory_from_the_fewshot_split(tmp_path,
     from emloc.generate import answer
     from emloc.integrations.lmms_eval.model import EMLoCLMM
 
-    words = ["apple", "river", "stone", "cloud", "maple", "tiger", "piano", "lemon", "ocean", "candle", "forest", "copper"]
-    rows = [{"question": f"Which colour goes with {w}?", "answer": ["red", "blue", "grey", "white"][i % 4]} for i, w in enumerate(words)]
+    words = [
+        "apple",
+        "river",
+        "stone",
+        "cloud",
+        "maple",
+        "tiger",
+        "piano",
+        "lemon",
+        "ocean",
+        "candle",
+        "forest",
+        "copper",
+    ]
+    rows = [
+        {"question": f"Which colour goes with {w}?", "answer": ["red", "blue", "grey", "white"][i % 4]}
+        for i, w in enumerate(words)
+    ]
     for split, part in (("fewshot", rows[:8]), ("test", rows[8:])):
         (tmp_path / f"{split}.json").write_text(json.dumps(part))
     (tmp_path / "stock.yaml").write_text(
         "task: stock_colours\ndataset_path: json\ndataset_kwargs: {data_files: {fewshot: fewshot.json, test: test.json}}\n"
         "test_split: test\nfewshot_split: fewshot\noutput_type: generate_until\ndoc_to_text: question\n"
         "doc_to_target: answer\ndescription: 'Answer with one colour word.'\n"
-        "generation_kwargs: {max_new_tokens: 3, until: []}\nmetric_list: [{metric: exact_match}]\nmetadata: {version: 1}\n")
+        "generation_kwargs: {max_new_tokens: 3, until: []}\nmetric_list: [{metric: exact_match}]\nmetadata: {version: 1}\n"
+    )
 
     def run(model) -> list[str]:
         samples = lmms(model, ["stock_colours"], tmp_path)["samples"]["stock_colours"]
         return [s["filtered_resps"][0] for s in sorted(samples, key=lambda s: s["doc_id"])]
 
-    args = dict(source="tiny:llama", method="full_context", num_fewshot=4, demo_seed=3, memory_dir=str(tmp_path / "mem"))
+    args = dict(
+        source="tiny:llama", method="full_context", num_fewshot=4, demo_seed=3, memory_dir=str(tmp_path / "mem")
+    )
     model = EMLoCLMM(**args)
     predictions = run(model)
     state, adapter = model.states["stock_colours"], model.adapter
@@ -176,10 +234,11 @@ def test_stock_lmms_eval_task_builds_its_memory_from_the_fewshot_split(tmp_path,
 
 def test_rices_through_lmms_eval_matches_rices_evaluate(lmms):
     """RICES on the bridged iso3166 task (tiny llama, log-likelihood ranking): the predictions of `rices.evaluate`."""
+    from hydra.utils import instantiate
+
     from emloc import rices
     from emloc.integrations.lmms_eval.model import EMLoCLMM
     from emloc.integrations.lmms_eval.task import bridge_splits, compose_task
-    from hydra.utils import instantiate
 
     model = EMLoCLMM(source="tiny:llama", method="rices", rices_k=4, rices_embedder="text")
     out = lmms(model, ["emloc_iso3166"], ROOT / "lmms_tasks", limit=6)  # the first 6 queries
@@ -191,7 +250,9 @@ def test_rices_through_lmms_eval_matches_rices_evaluate(lmms):
     losses = [[ast.literal_eval(r)[0] for r in s["filtered_resps"]] for s in samples]  # "(loss, is_greedy)" strings
     picked = [q.choices[min(range(len(v)), key=v.__getitem__)] for q, v in zip(queries, losses)]
     assert picked == [r["prediction"] for r in rows]
-    assert out["results"]["emloc_iso3166"]["accuracy,none"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+    assert out["results"]["emloc_iso3166"]["accuracy,none"] == pytest.approx(
+        sum(r["correct"] for r in rows) / len(rows)
+    )
 
 
 def test_paper_tasks_fail_fast_in_lmms_eval_naming_the_dataset(monkeypatch, tmp_path):
@@ -202,9 +263,14 @@ def test_paper_tasks_fail_fast_in_lmms_eval_naming_the_dataset(monkeypatch, tmp_
     monkeypatch.setenv("EMLOC_DATA", str(tmp_path))  # no local ImageNet / YouCook2 copies
     manager = TaskManager("ERROR", include_path=str(ROOT / "lmms_tasks" / "paper"), include_defaults=False)
     assert {f"emloc_{t}" for t in PAPER} | {"emloc_paper"} <= set(manager.all_tasks)
-    names = {"imagenet100": "ImageNet100", "illusionvqa": "csebuetnlp/illusionVQA-Soft-Localization",
-             "mme_realworld_lite": "yifanzhang114/MME-RealWorld-lite-lmms-eval", "ok_vqa": "lmms-lab/OK-VQA",
-             "screenspot_rec": "rootsautomation/ScreenSpot", "youcook2": "lmms-lab/YouCook2"}
+    names = {
+        "imagenet100": "ImageNet100",
+        "illusionvqa": "csebuetnlp/illusionVQA-Soft-Localization",
+        "mme_realworld_lite": "yifanzhang114/MME-RealWorld-lite-lmms-eval",
+        "ok_vqa": "lmms-lab/OK-VQA",
+        "screenspot_rec": "rootsautomation/ScreenSpot",
+        "youcook2": "lmms-lab/YouCook2",
+    }
     for task in PAPER:
         with pytest.raises(DatasetUnavailableError, match=names[task].replace(".", r"\.")) as err:
             manager.load_task_or_group([f"emloc_{task}"])

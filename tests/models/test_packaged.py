@@ -46,8 +46,9 @@ def test_concurrent_callers_convert_once(monkeypatch, tmp_path):
     monkeypatch.setattr(packaged, "_convert", _fake_convert(calls))
     (tmp_path / ".model.tmp-dead").mkdir()  # left by a converter that was killed
     results: list[Path] = []
-    threads = [threading.Thread(target=lambda: results.append(packaged.smollm2_dir(tmp_path / "model")))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: results.append(packaged.smollm2_dir(tmp_path / "model"))) for _ in range(4)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -92,7 +93,8 @@ def test_real_conversion_is_idempotent_and_answers(smollm2):
     assert packaged.smollm2_dir() == smollm2
     assert time.perf_counter() - start < 0.1
     assert {"config.json", "model.safetensors", "tokenizer.json", packaged.SOURCE_JSON} <= {
-        p.name for p in smollm2.iterdir()}
+        p.name for p in smollm2.iterdir()
+    }
 
     model = AutoModelForCausalLM.from_pretrained(smollm2)
     tokenizer = AutoTokenizer.from_pretrained(smollm2)
@@ -100,5 +102,5 @@ def test_real_conversion_is_idempotent_and_answers(smollm2):
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     output = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-    answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer

@@ -34,6 +34,18 @@ PAPER_TASKS: dict[str, type[Task]] = {
     "youcook2": YouCook2Task,
 }
 
-__all__ = ["PAPER_TASKS", "DatasetUnavailableError", "HFPaperTask", "carve_fewshot_pool", "ImageNet100Task",
-           "IllusionVQATask", "MMERealWorldLiteTask", "OKVQATask", "ScreenSpotRECTask", "YouCook2Task",
-           "box_iou", "parse_box", "rouge_l"]
+__all__ = [
+    "PAPER_TASKS",
+    "DatasetUnavailableError",
+    "HFPaperTask",
+    "IllusionVQATask",
+    "ImageNet100Task",
+    "MMERealWorldLiteTask",
+    "OKVQATask",
+    "ScreenSpotRECTask",
+    "YouCook2Task",
+    "box_iou",
+    "carve_fewshot_pool",
+    "parse_box",
+    "rouge_l",
+]

@@ -49,8 +49,10 @@ def cache_root(override: str | None = None) -> Path:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
 
 
 def _image_suffix(data: bytes) -> str:
@@ -108,43 +110,64 @@ class HFPaperTask(Task):
 
     # ----------------------------------------------------------------------------------------------- loading
     def describe(self) -> str:
-        where = f"local copy {self.path}" if self.path else f"the Hugging Face hub / cache ({self.cache_dir or 'HF default'})"
+        where = (
+            f"local copy {self.path}"
+            if self.path
+            else f"the Hugging Face hub / cache ({self.cache_dir or 'HF default'})"
+        )
         return f"{self.name}: dataset {self.dataset!r} split {self.split_name!r} from {where}"
 
     def rows(self):
         """The evaluated split as a `datasets.Dataset`; raises `DatasetUnavailableError` naming the dataset."""
         import datasets
 
-        hint = (f"download it on a connected machine (`hf download --repo-type dataset {self.dataset} "
-                f"--local-dir <dir>`) and pass task.loader.path=<dir>, or fill the HF cache")
+        hint = (
+            f"download it on a connected machine (`hf download --repo-type dataset {self.dataset} "
+            f"--local-dir <dir>`) and pass task.loader.path=<dir>, or fill the HF cache"
+        )
         if self.path:
             local = Path(self.path).expanduser()
             if not local.exists():
-                raise DatasetUnavailableError(f"{self.name}: local copy of dataset {self.dataset!r} not found at {local}; {hint}")
+                raise DatasetUnavailableError(
+                    f"{self.name}: local copy of dataset {self.dataset!r} not found at {local}; {hint}"
+                )
             try:
                 if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
                     ds = datasets.load_from_disk(str(local))
                     if isinstance(ds, datasets.DatasetDict):
                         if self.split_name not in ds:
-                            raise DatasetUnavailableError(f"{self.name}: {local} (dataset {self.dataset!r}) has no split "
-                                                          f"{self.split_name!r}; splits: {sorted(ds)}")
+                            raise DatasetUnavailableError(
+                                f"{self.name}: {local} (dataset {self.dataset!r}) has no split "
+                                f"{self.split_name!r}; splits: {sorted(ds)}"
+                            )
                         ds = ds[self.split_name]
                     return ds
                 return datasets.load_dataset(str(local), split=self.split_name, cache_dir=self.cache_dir)
             except DatasetUnavailableError:
                 raise
             except (FileNotFoundError, ValueError) as err:
-                raise DatasetUnavailableError(f"{self.name}: cannot read dataset {self.dataset!r} from {local}: {err}") from err
+                raise DatasetUnavailableError(
+                    f"{self.name}: cannot read dataset {self.dataset!r} from {local}: {err}"
+                ) from err
         try:
-            return datasets.load_dataset(self.dataset, split=self.split_name, revision=self.revision, cache_dir=self.cache_dir)
+            return datasets.load_dataset(
+                self.dataset, split=self.split_name, revision=self.revision, cache_dir=self.cache_dir
+            )
         except (ConnectionError, FileNotFoundError, OSError) as err:
             mode = "HF offline mode is set and it is not in the HF cache" if _offline() else "it could not be fetched"
-            raise DatasetUnavailableError(f"{self.name}: dataset {self.dataset!r} (split {self.split_name!r}) is not "
-                                          f"available: {mode}; {hint}. ({type(err).__name__}: {err})") from err
+            raise DatasetUnavailableError(
+                f"{self.name}: dataset {self.dataset!r} (split {self.split_name!r}) is not "
+                f"available: {mode}; {hint}. ({type(err).__name__}: {err})"
+            ) from err
 
     def image_folder(self, ds) -> Path:
         fingerprint = getattr(ds, "_fingerprint", None) or "local"
-        return cache_root(self.image_cache) / self.name / str(self.dataset).replace("/", "__") / f"{self.split_name}-{fingerprint}"
+        return (
+            cache_root(self.image_cache)
+            / self.name
+            / str(self.dataset).replace("/", "__")
+            / f"{self.split_name}-{fingerprint}"
+        )
 
     def materialise_images(self, ds) -> list[list[str]]:
         """Every row's image(s) as files (written once, atomically); returns per row a list of paths."""
@@ -154,8 +177,9 @@ class HFPaperTask(Task):
         if column is None:
             return [[] for _ in range(len(ds))]
         if column not in ds.column_names:
-            raise DatasetUnavailableError(f"{self.name}: dataset {self.dataset!r} has no {column!r} column "
-                                          f"(columns: {ds.column_names})")
+            raise DatasetUnavailableError(
+                f"{self.name}: dataset {self.dataset!r} has no {column!r} column (columns: {ds.column_names})"
+            )
         folder = self.image_folder(ds)
         folder.mkdir(parents=True, exist_ok=True)
         feature = ds.features[column]
@@ -205,6 +229,12 @@ class HFPaperTask(Task):
             rows = text.to_list()
             examples = [self.example(rows[i], i, images[i]) for i in range(len(rows))]
             self._loaded = [examples[i] for i in pool_idx], [examples[i] for i in rest_idx]
-            log.info("%s: %d rows -> demo pool %d (seed %d) + %d queries", self.describe(), len(rows),
-                     len(pool_idx), self.pool_seed, len(rest_idx))
+            log.info(
+                "%s: %d rows -> demo pool %d (seed %d) + %d queries",
+                self.describe(),
+                len(rows),
+                len(pool_idx),
+                self.pool_seed,
+                len(rest_idx),
+            )
         return self._loaded

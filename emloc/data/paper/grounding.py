@@ -18,7 +18,9 @@ from typing import ClassVar
 from emloc.data.base import Example
 from emloc.data.paper.common import DatasetUnavailableError, HFPaperTask, cache_root
 
-_BOX = re.compile(r"[\[(]\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*[\])]")
+_BOX = re.compile(
+    r"[\[(]\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*[\])]"
+)
 
 
 def parse_box(text: str) -> list[float] | None:
@@ -47,8 +49,10 @@ class ScreenSpotRECTask(HFPaperTask):
     """
 
     box_metric: str = "center_acc"
-    prompt: str = ("Boxes are written as (x1, y1, x2, y2): the top-left and bottom-right corners as fractions of the "
-                   "image width and height between 0 and 1. Give the bounding box of the element described by: ")
+    prompt: str = (
+        "Boxes are written as (x1, y1, x2, y2): the top-left and bottom-right corners as fractions of the "
+        "image width and height between 0 and 1. Give the bounding box of the element described by: "
+    )
 
     name = "screenspot_rec"
     metric = "box"
@@ -66,9 +70,18 @@ class ScreenSpotRECTask(HFPaperTask):
         box = [float(v) for v in row["bbox"]]
         if len(box) != 4:
             raise ValueError(f"{self.name}: row {index} bbox {row['bbox']!r} is not 4 numbers")
-        return Example(uid=f"{self.name}/{index}", question=f"{self.prompt}{row['instruction']}", answer=str(box),
-                       images=tuple(images), meta={"index": index, "bbox": box, "data_type": row.get("data_type"),
-                                                   "data_source": row.get("data_source")})
+        return Example(
+            uid=f"{self.name}/{index}",
+            question=f"{self.prompt}{row['instruction']}",
+            answer=str(box),
+            images=tuple(images),
+            meta={
+                "index": index,
+                "bbox": box,
+                "data_type": row.get("data_type"),
+                "data_source": row.get("data_source"),
+            },
+        )
 
     def scores(self, example: Example, prediction: str) -> dict[str, float]:
         target, pred = example.meta.get("bbox") or parse_box(example.answer), parse_box(prediction)
@@ -85,6 +98,7 @@ class ScreenSpotRECTask(HFPaperTask):
 
 def rouge_l(prediction: str, reference: str, beta: float = 1.2) -> float:
     """ROUGE-L F-measure on lowercased, punctuation-free word tokens (beta 1.2, as in the COCO caption toolkit)."""
+
     def words(text: str) -> list[str]:
         return "".join(" " if c in string.punctuation else c for c in str(text).lower()).split()
 
@@ -126,9 +140,11 @@ class YouCook2Task(HFPaperTask):
 
     def rows(self):
         if not self.video_root or not Path(self.video_root).expanduser().is_dir():
-            raise DatasetUnavailableError(f"{self.name}: the YouCook2 videos of dataset {self.dataset!r} are not at "
-                                          f"video_root={self.video_root!r}; extract the dataset's video archives there "
-                                          "and set task.loader.video_root")
+            raise DatasetUnavailableError(
+                f"{self.name}: the YouCook2 videos of dataset {self.dataset!r} are not at "
+                f"video_root={self.video_root!r}; extract the dataset's video archives there "
+                "and set task.loader.video_root"
+            )
         return super().rows()
 
     def frames(self, video: Path, index: int) -> list[str]:
@@ -139,9 +155,13 @@ class YouCook2Task(HFPaperTask):
         try:
             import av
         except ImportError as err:
-            raise RuntimeError(f"{self.name}: decoding the YouCook2 videos needs PyAV (`pip install av`): {err}") from err
+            raise RuntimeError(
+                f"{self.name}: decoding the YouCook2 videos needs PyAV (`pip install av`): {err}"
+            ) from err
         if not video.is_file():
-            raise DatasetUnavailableError(f"{self.name}: video {video} of dataset {self.dataset!r} (row {index}) not found")
+            raise DatasetUnavailableError(
+                f"{self.name}: video {video} of dataset {self.dataset!r} (row {index}) not found"
+            )
         with av.open(str(video)) as container:
             decoded = [f.to_image() for f in container.decode(video=0)]
         if not decoded:
@@ -154,8 +174,13 @@ class YouCook2Task(HFPaperTask):
 
     def example(self, row, index, images):
         video = Path(self.video_root).expanduser() / row["video_path"]
-        return Example(uid=f"{self.name}/{index}", question=self.PROMPT, answer=str(row["sentence"]).strip(),
-                       images=tuple(self.frames(video, index)), meta={"index": index, "video": str(video)})
+        return Example(
+            uid=f"{self.name}/{index}",
+            question=self.PROMPT,
+            answer=str(row["sentence"]).strip(),
+            images=tuple(self.frames(video, index)),
+            meta={"index": index, "video": str(video)},
+        )
 
     def score(self, example: Example, prediction: str) -> float:
         return rouge_l(prediction, example.answer)

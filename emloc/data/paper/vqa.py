@@ -51,7 +51,7 @@ class ImageNet100Task(Task):
 
     def _resolve(self, image: str) -> Path:
         parts = Path(image).parts
-        tail = parts[parts.index("imagenet1k") + 1:] if "imagenet1k" in parts else parts[-3:]
+        tail = parts[parts.index("imagenet1k") + 1 :] if "imagenet1k" in parts else parts[-3:]
         return Path(self.root).expanduser().joinpath(*tail)
 
     def _read(self, path: str | None, which: str) -> list[Example]:
@@ -60,20 +60,30 @@ class ImageNet100Task(Task):
             raise DatasetUnavailableError(f"{self.name}: {label} not found at {path!r}; set task.loader.{which}_list")
         rows = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
         if not self.root or not Path(self.root).expanduser().is_dir():
-            raise DatasetUnavailableError(f"{self.name}: ImageNet-1k image folder not found at root={self.root!r} "
-                                          "(expects <root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG)")
+            raise DatasetUnavailableError(
+                f"{self.name}: ImageNet-1k image folder not found at root={self.root!r} "
+                "(expects <root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG)"
+            )
         out, missing = [], []
         for i, row in enumerate(rows):
             image = self._resolve(row["image"])
             if self.check_images and not image.is_file():
                 missing.append(str(image))
             wnid = image.parent.name
-            out.append(Example(uid=f"{self.name}/{which}/{wnid}/{image.name}", question=row["question"],
-                               answer=str(row["answer"]).strip(), images=(str(image),),
-                               meta={"class": wnid, "row": i}))
+            out.append(
+                Example(
+                    uid=f"{self.name}/{which}/{wnid}/{image.name}",
+                    question=row["question"],
+                    answer=str(row["answer"]).strip(),
+                    images=(str(image),),
+                    meta={"class": wnid, "row": i},
+                )
+            )
         if missing:
-            raise DatasetUnavailableError(f"{self.name}: {len(missing)} of {len(rows)} ImageNet-1k images of the {which} "
-                                          f"list are missing under {self.root}, e.g. {missing[0]}")
+            raise DatasetUnavailableError(
+                f"{self.name}: {len(missing)} of {len(rows)} ImageNet-1k images of the {which} "
+                f"list are missing under {self.root}, e.g. {missing[0]}"
+            )
         return out
 
     def load(self) -> tuple[list[Example], list[Example]]:
@@ -92,6 +102,7 @@ class ImageNet100Task(Task):
 
     def score(self, example: Example, prediction: str) -> float:
         """The paper's rule: lowercase, remove '.' and spaces from both; correct if the truth is in the prediction."""
+
         def squash(text: str) -> str:
             return str(text).lower().replace(".", "").replace(" ", "")
 
@@ -103,8 +114,10 @@ class ImageNet100Task(Task):
 class IllusionVQATask(HFPaperTask):
     """IllusionVQA soft localisation: which of the listed options is where the illusion is; answer a letter."""
 
-    prompt: str = ("You are given an image, a question and lettered options. Reply with the letter of the correct "
-                   "option only, without explanation.\n")
+    prompt: str = (
+        "You are given an image, a question and lettered options. Reply with the letter of the correct "
+        "option only, without explanation.\n"
+    )
 
     name = "illusionvqa"
     metric = "option_letter"
@@ -117,9 +130,13 @@ class IllusionVQATask(HFPaperTask):
             raise ValueError(f"{self.name}: row {index} answer {row['answer']!r} is not one of its options {options}")
         letters = _letters(len(options))
         lines = "\n".join(f"{l}. {o}" for l, o in zip(letters, options))
-        return Example(uid=f"{self.name}/{self.split_name}/{index}", question=f"{self.prompt}{row['question']}\n{lines}",
-                       answer=letters[options.index(row["answer"])], images=tuple(images),
-                       meta={"index": index, "num_options": len(options)})
+        return Example(
+            uid=f"{self.name}/{self.split_name}/{index}",
+            question=f"{self.prompt}{row['question']}\n{lines}",
+            answer=letters[options.index(row["answer"])],
+            images=tuple(images),
+            meta={"index": index, "num_options": len(options)},
+        )
 
     def score(self, example: Example, prediction: str) -> float:
         """The reference's filter: a leading 'X.' gives the letter, else the whole reply (case and punctuation
@@ -142,12 +159,18 @@ class MMERealWorldLiteTask(HFPaperTask):
 
     def example(self, row, index, images):
         options = [str(o).replace("（", "(").replace("）", ")") for o in row["multi-choice options"]]
-        question = (f"{row['question']} The choices are listed below:\n" + "\n".join(options) + "\n"
-                    "Select the best answer to the above multiple-choice question based on the image. Respond with only "
-                    "the letter (A, B, C, D, or E) of the correct option.\nThe best answer is: ")
-        return Example(uid=f"{self.name}/{row.get('index', index)}", question=question, answer=str(row["answer"]).strip(),
-                       images=tuple(images), meta={"index": index, "category": row.get("category"),
-                                                   "l2_category": row.get("l2-category")})
+        question = (
+            f"{row['question']} The choices are listed below:\n" + "\n".join(options) + "\n"
+            "Select the best answer to the above multiple-choice question based on the image. Respond with only "
+            "the letter (A, B, C, D, or E) of the correct option.\nThe best answer is: "
+        )
+        return Example(
+            uid=f"{self.name}/{row.get('index', index)}",
+            question=question,
+            answer=str(row["answer"]).strip(),
+            images=tuple(images),
+            meta={"index": index, "category": row.get("category"), "l2_category": row.get("l2-category")},
+        )
 
 
 @dataclass
@@ -158,13 +181,21 @@ class OKVQATask(HFPaperTask):
     metric = "vqa"
     DATASET = "lmms-lab/OK-VQA"
     SPLIT = "val2014"
-    POST_PROMPT: ClassVar[str] = ("\nWhen the provided information is insufficient, respond with 'Unanswerable'."
-                                  "\nAnswer the question using a single word or phrase.")
+    POST_PROMPT: ClassVar[str] = (
+        "\nWhen the provided information is insufficient, respond with 'Unanswerable'."
+        "\nAnswer the question using a single word or phrase."
+    )
 
     def example(self, row, index, images):
         answers = [str(a) for a in (row.get("answers") or [])]
         if not answers:
             raise ValueError(f"{self.name}: row {index} has no answers")
         top = Counter(answers).most_common(1)[0][0]
-        return Example(uid=f"{self.name}/{row.get('question_id', index)}", question=f"{row['question']}{self.POST_PROMPT}",
-                       answer=top, images=tuple(images), references=tuple(answers), meta={"index": index})
+        return Example(
+            uid=f"{self.name}/{row.get('question_id', index)}",
+            question=f"{row['question']}{self.POST_PROMPT}",
+            answer=top,
+            images=tuple(images),
+            references=tuple(answers),
+            meta={"index": index},
+        )

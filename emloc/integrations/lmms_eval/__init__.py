@@ -19,7 +19,7 @@ from importlib import import_module
 MODEL_ID = "emloc"
 _LAZY = {"EMLoCLMM": "model", "EmlocTask": "task"}
 
-__all__ = ["MODEL_ID", "manifests", "EMLoCLMM", "EmlocTask"]
+__all__ = ["MODEL_ID", "EMLoCLMM", "EmlocTask", "manifests"]
 
 
 def manifests():

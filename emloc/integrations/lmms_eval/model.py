@@ -62,7 +62,9 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
 def _none(value: Any) -> Any:
-    return None if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")) else value
+    return (
+        None if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")) else value
+    )
 
 
 def _bool(value: Any) -> bool:
@@ -101,14 +103,37 @@ class EMLoCLMM(lmms):
 
     is_simple = True
 
-    def __init__(self, source: str = "tiny:qwen2_vl", method: str = "emloc", num_fewshot: Any = None,
-                 demo_seed: Any = None, demo_order: Any = None, fewshot_split: Any = None, chunk_size: Any = "auto",
-                 js_threshold: float = 0.005, delta: Any = None, keep_ratios: Any = "0.1/0.2/0.5", pool_kernel: int = 5,
-                 search: str = "greedy", warm_start: Any = False, keep_ratio: float = 0.2, rices_k: int = 5,
-                 rices_embedder: str = "default", rices_order: str = "most_similar_first", dtype: str = "float32",
-                 device: Any = "cpu", attn: str = "sdpa", seed: int = 0, min_pixels: Any = None, max_pixels: Any = None,
-                 batch_size: Any = 1, max_new_tokens: Any = None, memory_dir: Any = None, show_progress: Any = False,
-                 **unknown: Any) -> None:
+    def __init__(
+        self,
+        source: str = "tiny:qwen2_vl",
+        method: str = "emloc",
+        num_fewshot: Any = None,
+        demo_seed: Any = None,
+        demo_order: Any = None,
+        fewshot_split: Any = None,
+        chunk_size: Any = "auto",
+        js_threshold: float = 0.005,
+        delta: Any = None,
+        keep_ratios: Any = "0.1/0.2/0.5",
+        pool_kernel: int = 5,
+        search: str = "greedy",
+        warm_start: Any = False,
+        keep_ratio: float = 0.2,
+        rices_k: int = 5,
+        rices_embedder: str = "default",
+        rices_order: str = "most_similar_first",
+        dtype: str = "float32",
+        device: Any = "cpu",
+        attn: str = "sdpa",
+        seed: int = 0,
+        min_pixels: Any = None,
+        max_pixels: Any = None,
+        batch_size: Any = 1,
+        max_new_tokens: Any = None,
+        memory_dir: Any = None,
+        show_progress: Any = False,
+        **unknown: Any,
+    ) -> None:
         super().__init__()
         unknown.pop("max_batch_size", None)  # lmms-eval's own CLI extra
         if unknown:
@@ -121,15 +146,24 @@ class EMLoCLMM(lmms):
         self.num_fewshot, self.demo_seed, self.demo_order = _int(num_fewshot), _int(demo_seed), _none(demo_order)
         self.fewshot_split = _none(fewshot_split)
         self.chunk_size = "auto" if chunk_size == "auto" else _int(chunk_size)
-        self.method_args = {"js_threshold": float(js_threshold if _none(delta) is None else delta),
-                            "keep_ratios": parse_ratios(keep_ratios), "pool_kernel": int(pool_kernel),
-                            "search": str(search), "warm_start": _bool(warm_start), "keep_ratio": float(keep_ratio),
-                            "k": int(rices_k), "embedder": str(rices_embedder), "order": str(rices_order)}
+        self.method_args = {
+            "js_threshold": float(js_threshold if _none(delta) is None else delta),
+            "keep_ratios": parse_ratios(keep_ratios),
+            "pool_kernel": int(pool_kernel),
+            "search": str(search),
+            "warm_start": _bool(warm_start),
+            "keep_ratio": float(keep_ratio),
+            "k": int(rices_k),
+            "embedder": str(rices_embedder),
+            "order": str(rices_order),
+        }
         self.batch_size_per_gpu = max(1, int(batch_size)) if str(batch_size).isdigit() else 1
         self.max_new_tokens, self.memory_dir = _int(max_new_tokens), _none(memory_dir)
         self.show_progress, self.source = _bool(show_progress), str(source)
         self._make_method({})  # a bad method value fails now, before the model loads
-        pixels = {k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if _none(v) is not None}
+        pixels = {
+            k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if _none(v) is not None
+        }
         self.adapter = load(self.source, dtype=str(dtype), device=str(device), attn=str(attn), seed=int(seed), **pixels)
         self.states: dict[str, _TaskState] = {}
 
@@ -151,16 +185,28 @@ class EMLoCLMM(lmms):
         if chunk == "auto":
             chunk = None if self.method_name == "full_context" else int(meta.get("chunk_size") or 4)
         if self.method_name == "emloc":
-            return EMLoC(chunk_size=chunk, js_threshold=a["js_threshold"], keep_ratios=a["keep_ratios"],
-                         pool_kernel=a["pool_kernel"], search=a["search"], warm_start=a["warm_start"], **progress)
+            return EMLoC(
+                chunk_size=chunk,
+                js_threshold=a["js_threshold"],
+                keep_ratios=a["keep_ratios"],
+                pool_kernel=a["pool_kernel"],
+                search=a["search"],
+                warm_start=a["warm_start"],
+                **progress,
+            )
         if self.method_name == "full_context":
             return FullContext(chunk_size=chunk, **progress)
         if self.method_name == "zero_shot":
             return ZeroShot(**progress)
         if self.method_name == "rices":
             return RICES(k=a["k"], embedder=a["embedder"], order=a["order"], **progress)
-        cls = {"snapkv": baselines.SnapKV, "h2o": baselines.H2O, "pyramidkv": baselines.PyramidKV,
-               "streamingllm": baselines.StreamingLLM, "random": baselines.RandomKeep}[self.method_name]
+        cls = {
+            "snapkv": baselines.SnapKV,
+            "h2o": baselines.H2O,
+            "pyramidkv": baselines.PyramidKV,
+            "streamingllm": baselines.StreamingLLM,
+            "random": baselines.RandomKeep,
+        }[self.method_name]
         return cls(keep_ratio=a["keep_ratio"], chunk_size=chunk, **progress)
 
     # --------------------------------------------------------------------------------------------- docs -> examples
@@ -168,15 +214,19 @@ class EMLoCLMM(lmms):
     def _task_of(request) -> Any:
         task = getattr(request.args[2], "__self__", None)
         if task is None or not hasattr(task, "doc_to_text"):
-            raise TypeError(f"emloc: request of task {request.args[-2]!r} carries no bound doc_to_visual; emloc needs "
-                            "the task's doc functions (an lmms-eval ConfigurableTask)")
+            raise TypeError(
+                f"emloc: request of task {request.args[-2]!r} carries no bound doc_to_visual; emloc needs "
+                "the task's doc functions (an lmms-eval ConfigurableTask)"
+            )
         return task
 
     def _images(self, task_name: str, visuals: Any) -> tuple:
         for v in visuals or []:
             if isinstance(v, str) and v.lower().endswith(VIDEO_SUFFIXES):
-                raise NotImplementedError(f"emloc: task {task_name!r} shows a video ({v}); the engine takes images "
-                                          "only (sample frames as images, as emloc.data.paper.YouCook2Task does)")
+                raise NotImplementedError(
+                    f"emloc: task {task_name!r} shows a video ({v}); the engine takes images "
+                    "only (sample frames as images, as emloc.data.paper.YouCook2Task does)"
+                )
             if isinstance(v, dict):
                 raise NotImplementedError(f"emloc: task {task_name!r} has a non-image input ({sorted(v)})")
         if visuals and not self.adapter.multimodal:
@@ -197,8 +247,12 @@ class EMLoCLMM(lmms):
         if demo and not answer_text.strip():
             raise ValueError(f"emloc: demonstration {index} of {name}/{split} has an empty target")
         uid = doc.get("emloc_uid") if isinstance(doc, dict) else None
-        return Example(uid=str(uid or f"{name}/{split}/{index}"), question=str(task.doc_to_text(doc)),
-                       answer=answer_text, images=self._images(name, task.doc_to_visual(doc)))
+        return Example(
+            uid=str(uid or f"{name}/{split}/{index}"),
+            question=str(task.doc_to_text(doc)),
+            answer=answer_text,
+            images=self._images(name, task.doc_to_visual(doc)),
+        )
 
     # --------------------------------------------------------------------------------------------- per-task memory
     def _state(self, request) -> _TaskState:
@@ -216,7 +270,9 @@ class EMLoCLMM(lmms):
         else:
             split, docs = self._fewshot_docs(name, task, meta)
             if self.method_name == "rices":
-                state.index = method.index([self._example(name, task, docs[i], split, i, True) for i in range(len(docs))])
+                state.index = method.index(
+                    [self._example(name, task, docs[i], split, i, True) for i in range(len(docs))]
+                )
             else:
                 k = self.num_fewshot if self.num_fewshot is not None else int(meta.get("num_shots", 20))
                 seed = self.demo_seed if self.demo_seed is not None else int(meta.get("demo_seed", 42))
@@ -226,20 +282,31 @@ class EMLoCLMM(lmms):
                 picks = list(range(k)) if order == "first" else random.Random(seed).sample(range(len(docs)), k)
                 state.demos = [self._example(name, task, docs[i], split, i, True) for i in picks]
                 state.memory = self._memory(state)
-                log.info("emloc[%s]: %s memory of %d demos, %d -> %.0f tokens (retention %.3f)", name, self.method_name,
-                         k, state.memory.num_source_tokens, state.memory.memory_tokens, state.memory.retention)
+                log.info(
+                    "emloc[%s]: %s memory of %d demos, %d -> %.0f tokens (retention %.3f)",
+                    name,
+                    self.method_name,
+                    k,
+                    state.memory.num_source_tokens,
+                    state.memory.memory_tokens,
+                    state.memory.retention,
+                )
         self.states[name] = state
         return state
 
     def _fewshot_docs(self, name: str, task, meta: dict):
         split = self.fewshot_split or getattr(task.config, "fewshot_split", None) or meta.get("fewshot_split")
         if split is None:
-            raise ValueError(f"emloc: task {name!r} declares no fewshot_split; set `fewshot_split:` in its YAML or pass "
-                             "fewshot_split=<split> in --model_args")
+            raise ValueError(
+                f"emloc: task {name!r} declares no fewshot_split; set `fewshot_split:` in its YAML or pass "
+                "fewshot_split=<split> in --model_args"
+            )
         dataset = self.task_dict.get(name) or getattr(task, "dataset", None)
         if dataset is None or split not in dataset:
-            raise ValueError(f"emloc: task {name!r} has no split {split!r} for demonstrations "
-                             f"(splits: {sorted(dataset) if dataset is not None else []})")
+            raise ValueError(
+                f"emloc: task {name!r} has no split {split!r} for demonstrations "
+                f"(splits: {sorted(dataset) if dataset is not None else []})"
+            )
         return split, dataset[split]
 
     def _memory(self, state: _TaskState):
@@ -247,8 +314,13 @@ class EMLoCLMM(lmms):
 
         if not self.memory_dir:
             return state.method.build(self.adapter, state.demos, state.instruction)
-        key = {**self.adapter.signature(), "method": state.method.name, **state.method.params(),
-               "instruction": state.instruction, "demos": [d.uid for d in state.demos]}
+        key = {
+            **self.adapter.signature(),
+            "method": state.method.name,
+            **state.method.params(),
+            "instruction": state.instruction,
+            "demos": [d.uid for d in state.demos],
+        }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
         folder, a = Path(self.memory_dir) / digest, self.adapter
         if (folder / "memory.json").is_file():
@@ -268,7 +340,7 @@ class EMLoCLMM(lmms):
         for i, r in enumerate(requests):
             by_task.setdefault(r.args[-2], []).append(i)
         bar = tqdm(total=len(requests), desc="emloc generate", disable=not self.show_progress)
-        for name, idx in by_task.items():
+        for _name, idx in by_task.items():
             state = self._state(requests[idx[0]])
             step = 1 if state.index is not None else self.batch_size
             for start in range(0, len(idx), step):
@@ -293,7 +365,9 @@ class EMLoCLMM(lmms):
     @staticmethod
     def _needs_greedy(task) -> bool:
         metrics, output = set(getattr(task, "_metric_fn_list", {}) or {}), getattr(task, "OUTPUT_TYPE", "")
-        return {"multiple_choice": "exact_match", "loglikelihood": "acc"}.get(output) in metrics  # metrics reading is_greedy
+        return {"multiple_choice": "exact_match", "loglikelihood": "acc"}.get(
+            output
+        ) in metrics  # metrics reading is_greedy
 
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
         results: list[tuple[float, bool] | None] = [None] * len(requests)
@@ -310,7 +384,7 @@ class EMLoCLMM(lmms):
             for i in idx:
                 cont = requests[i].args[1]
                 cont = self._target(state.task, doc) if callable(cont) else str(cont)  # output_type loglikelihood
-                candidates.append(cont[len(delim):] if delim and cont.startswith(delim) else cont)
+                candidates.append(cont[len(delim) :] if delim and cont.startswith(delim) else cont)
             memory = state.memory
             if state.index is not None:
                 (demos,) = state.method.select(state.index, [query])

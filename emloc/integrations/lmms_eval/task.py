@@ -70,7 +70,9 @@ class EmlocTask(ConfigurableTask):
         meta = dict(cfg.get("metadata") or {})
         spec = dict(meta.get("emloc") or {})
         if "task" not in spec:
-            raise ValueError(f"lmms-eval task {cfg.get('task')!r}: metadata.emloc.task (a conf/task option) is required")
+            raise ValueError(
+                f"lmms-eval task {cfg.get('task')!r}: metadata.emloc.task (a conf/task option) is required"
+            )
         task_cfg, eval_cfg = compose_task(spec["task"], list(spec.get("overrides") or []), spec.get("config_dir"))
         self.emloc_task = instantiate(task_cfg.loader)
         pool, queries = bridge_splits(self.emloc_task, task_cfg.num_queries, task_cfg.query_seed)
@@ -79,19 +81,33 @@ class EmlocTask(ConfigurableTask):
         self.multiple_choice = all(q.choices for q in queries)
         paper = task_cfg.get("paper") or {}
         instruction = self.emloc_task.instruction
-        spec.update({"num_shots": int(task_cfg.num_shots), "demo_seed": int(task_cfg.demo_seed),
-                     "demo_order": getattr(self.emloc_task, "demo_order", "sample"), "instruction": instruction,
-                     "fewshot_split": "fewshot", "num_queries": len(queries)})
+        spec.update(
+            {
+                "num_shots": int(task_cfg.num_shots),
+                "demo_seed": int(task_cfg.demo_seed),
+                "demo_order": getattr(self.emloc_task, "demo_order", "sample"),
+                "instruction": instruction,
+                "fewshot_split": "fewshot",
+                "num_queries": len(queries),
+            }
+        )
         if paper.get("chunk_size") is not None:
             spec["chunk_size"] = int(paper["chunk_size"])
         meta.setdefault("version", 1)
         defaults = {
             "output_type": "multiple_choice" if self.multiple_choice else "generate_until",
-            "test_split": "test", "fewshot_split": "fewshot", "num_fewshot": 0,
-            "doc_to_text": _question, "doc_to_target": _answer, "doc_to_visual": self._visuals,
-            "process_results": self._process_results, "description": f"{instruction}\n" if instruction else "",
-            "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
-                            for m in self._scores(queries[0], queries[0].answer)],
+            "test_split": "test",
+            "fewshot_split": "fewshot",
+            "num_fewshot": 0,
+            "doc_to_text": _question,
+            "doc_to_target": _answer,
+            "doc_to_visual": self._visuals,
+            "process_results": self._process_results,
+            "description": f"{instruction}\n" if instruction else "",
+            "metric_list": [
+                {"metric": m, "aggregation": "mean", "higher_is_better": True}
+                for m in self._scores(queries[0], queries[0].answer)
+            ],
         }
         if self.multiple_choice:
             defaults["doc_to_choice"] = _choices
@@ -116,7 +132,10 @@ class EmlocTask(ConfigurableTask):
 
     def _scores(self, example: Example, prediction: str) -> dict[str, float]:
         extra = self.emloc_task.scores(example, prediction) if hasattr(self.emloc_task, "scores") else {}
-        return {"accuracy": float(self.emloc_task.score(example, prediction)), **{k: float(v) for k, v in extra.items()}}
+        return {
+            "accuracy": float(self.emloc_task.score(example, prediction)),
+            **{k: float(v) for k, v in extra.items()},
+        }
 
     def _process_results(self, doc: dict, results: list, **kwargs: Any) -> dict[str, float]:
         example = self.emloc_examples[doc["emloc_uid"]]
