@@ -19,16 +19,22 @@ protect answer tokens (EMLoC does).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
 from emloc import scoring
-from emloc.compress import ChunkState, Compressor
+from emloc.compress import ChunkState, Compressor, Selection
 from emloc.prompts import Batch
 
 
 @dataclass
 class FixedRatio(Compressor):
+    """Keeps `keep_ratio` of every chunk in every layer (or per-layer budgets, `budget`), ranked by `indices`."""
+
+    compresses = True
+    lossless: ClassVar[dict[str, Any] | None] = {"keep_ratio": 1.0}
+
     keep_ratio: float = 0.2
     chunk_size: int | None = 4
 
@@ -48,7 +54,7 @@ class FixedRatio(Compressor):
         for layer in range(len(state.kv)):
             n = self.budget(layer, len(state.kv), state.length)
             keep.append(None if n >= state.length else self.indices(state, layer, n))
-        return keep, {}, 0, []
+        return Selection(keep)
 
 
 def _recent(length: int, count: int) -> torch.Tensor:
@@ -59,6 +65,9 @@ def _recent(length: int, count: int) -> torch.Tensor:
 
 @dataclass
 class SnapKV(FixedRatio):
+    option = "snapkv"
+    label = "SnapKV"
+
     window: int = 8
     pool_kernel: int = 5
 
@@ -73,6 +82,10 @@ class SnapKV(FixedRatio):
 
 @dataclass
 class PyramidKV(SnapKV):
+    option = "pyramidkv"
+    label = "PyramidKV"
+    lossless: ClassVar[dict[str, Any] | None] = {"keep_ratio": 1.0, "slope": 0.0}
+
     slope: float = 0.5  # bottom layer keeps (1 + slope) x the mean budget, top layer (1 - slope) x
 
     def budget(self, layer, num_layers, length):
@@ -82,6 +95,9 @@ class PyramidKV(SnapKV):
 
 @dataclass
 class H2O(FixedRatio):
+    option = "h2o"
+    label = "H2O"
+
     recent_fraction: float = 0.5
 
     def chunk_score_rows(self, batch: Batch) -> torch.Tensor:
@@ -94,6 +110,9 @@ class H2O(FixedRatio):
 
 @dataclass
 class StreamingLLM(FixedRatio):
+    option = "streamingllm"
+    label = "StreamingLLM"
+
     num_sink: int = 4
 
     def indices(self, state, layer, count):
@@ -108,6 +127,9 @@ class StreamingLLM(FixedRatio):
 
 @dataclass
 class RandomKeep(FixedRatio):
+    option = "random"
+    label = "random"
+
     seed: int = 0
 
     def indices(self, state, layer, count):

@@ -29,8 +29,8 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -65,8 +65,34 @@ class ChunkState:
 
 
 @dataclass
+class Selection:
+    """What a method keeps of one chunk, and how it decided."""
+
+    keep: list[torch.Tensor | None]  # per layer: kept indices (kv_heads, n), or None to keep the whole chunk
+    js: dict[int, float] = field(default_factory=dict)  # layer -> JS of the accepted trial that covered it
+    trials: int = 0  # divergence trials run
+    rungs: list[int] = field(default_factory=list)  # per layer: rung taken on the keep-ratio ladder (searches)
+
+
+@dataclass
 class Compressor:
-    """Chunk loop; subclasses decide what each layer keeps. `chunk_size=None`: all demos in one chunk."""
+    """Chunk loop; subclasses decide what each layer keeps (`select`). `chunk_size=None`: all demos in one chunk.
+
+    A method declares what the rest of the framework asks of it, as class attributes: `option` (its
+    `conf/method/<option>.yaml`), `label` (its name in tables and figures; `describe()` adds what distinguishes
+    an instance), `uses_demos`, `compresses` (its memory keeps fewer entries than the context), `searches` (a
+    divergence-bounded search picks the entries: per-layer JS is recorded), `lossless` (parameter values under
+    which it reproduces the full context exactly; None: it never does) and `revision` (bumped when the same
+    parameters would build a different memory; None: never bumped).
+    """
+
+    option: ClassVar[str] = "full_context"
+    label: ClassVar[str] = "full context"
+    uses_demos: ClassVar[bool] = True
+    compresses: ClassVar[bool] = False
+    searches: ClassVar[bool] = False
+    lossless: ClassVar[dict[str, Any] | None] = {}
+    revision: ClassVar[int | None] = None
 
     chunk_size: int | None = None
     show_progress: bool = True
@@ -75,16 +101,26 @@ class Compressor:
         if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
             raise ValueError(f"chunk_size must be an integer >= 1 or null, got {self.chunk_size!r}")
 
-    @property
-    def name(self) -> str:
-        return type(self).__name__.lower()
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments that shape the memory (not `show_progress`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name != "show_progress"}
 
-    def params(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "show_progress"}
+    def identity(self) -> dict[str, Any]:
+        """Everything about the method that a memory depends on: option, parameters and revision."""
+        return {"option": self.option, **self.params(), "revision": self.revision}
+
+    def describe(self) -> str:
+        """The label of this instance in tables (subclasses add the parameters that set variants apart)."""
+        return self.label
+
+    def card(self) -> dict[str, Any]:
+        """The contract as recorded with every run (`metrics.json`), so analysis never imports a method class."""
+        return {"method": self.option, "method_label": self.describe(), "uses_demos": self.uses_demos,
+                "compresses": self.compresses, "searches": self.searches}  # fmt: skip
 
     def validate_demos(self, demos: list[Example]) -> None:
         if not demos:
-            raise ValueError(f"{self.name} needs at least one demonstration, got an empty list")
+            raise ValueError(f"{self.option} needs at least one demonstration, got an empty list")
 
     # -- the loop ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -103,7 +139,7 @@ class Compressor:
         provenance = {
             **adapter.signature(),
             "model": adapter.name,
-            "method": self.name,
+            "method": self.option,
             **self.params(),
             "instruction": instruction,
             "demo_ids": [d.uid for d in demos],
@@ -114,7 +150,7 @@ class Compressor:
                 raise ValueError("the partial memory to resume was built from different demos, model or parameters")
             memory = resume
         groups = chunks(demos, self.chunk_size or max(len(demos), 1)) if demos else [[]]
-        bar = tqdm(groups, desc=f"compress[{self.name}]", disable=not self.show_progress, initial=len(memory.chunks))
+        bar = tqdm(groups, desc=f"compress[{self.option}]", disable=not self.show_progress, initial=len(memory.chunks))
         for index, group in enumerate(groups[len(memory.chunks) :], start=len(memory.chunks)):
             rows = [renderer.demo(d) for d in group]
             seq = sum(rows, renderer.preamble() if index == 0 else Row([], [], []))
@@ -137,18 +173,19 @@ class Compressor:
         state = ChunkState(
             batch, rows, kv, history, int(prep.extents[0]), ctx, index, memory.chunks[-1] if memory.chunks else None
         )
-        keep, js, trials, steps = self.select(adapter, state)
-        record = ChunkRecord(index, len(rows), state.length, [], [], [], trials=trials, steps=steps)
+        chosen = self.select(adapter, state)
+        record = ChunkRecord(index, len(rows), state.length, [], [], [], trials=chosen.trials, steps=chosen.rungs)
         kinds = batch.kinds[0]
-        for layer, idx in enumerate(keep):
+        for layer, idx in enumerate(chosen.keep):
             entries = kv[layer] if idx is None else scoring.gather(kv[layer], idx)
             memory.append(layer, *entries)
             record.kept.append(entries[0].shape[-2])
-            record.js.append(js.get(layer))
+            record.js.append(chosen.js.get(layer))
             k = kinds.expand(kv[layer][0].shape[1], -1) if idx is None else kinds[idx.cpu()]
             record.kept_by_kind.append({n: float((k == i).sum()) / k.shape[0] for i, n in enumerate(KIND_NAMES)})
         record.tokens_by_kind = {n: int((kinds == i).sum()) for i, n in enumerate(KIND_NAMES)}
-        memory.advance(state.offset_after - memory.position_offset, state.length)
+        record.extent = state.offset_after - memory.position_offset
+        memory.advance(record.extent, state.length)
         record.seconds = time.perf_counter() - start
         memory.chunks.append(record)
 
@@ -157,9 +194,9 @@ class Compressor:
         """Rows of the chunk forward whose attention to the chunk is accumulated (baselines); None: no scoring."""
         return None
 
-    def select(self, adapter, state: ChunkState) -> tuple[list[torch.Tensor | None], dict[int, float], int, list[int]]:
-        """Per layer: kept indices (kv_heads, n) or None for all; JS of the accepted trial; trials; ladder steps."""
-        return [None] * len(state.kv), {}, 0, []
+    def select(self, adapter, state: ChunkState) -> Selection:
+        """What each layer keeps of the chunk (default: everything)."""
+        return Selection([None] * len(state.kv))
 
 
 @dataclass
@@ -171,6 +208,11 @@ class FullContext(Compressor):
 class ZeroShot(Compressor):
     """No demonstrations: the memory holds only the system turn, so queries see the plain chat prompt."""
 
+    option = "zero_shot"
+    label = "zero-shot"
+    uses_demos = False
+    lossless = None
+
     def validate_demos(self, demos: list[Example]) -> None:
         pass
 
@@ -181,7 +223,8 @@ class ZeroShot(Compressor):
 
 @dataclass
 class EMLoC(Compressor):
-    """Chunk-wise compression with JS-bounded layer-wise adaptive pruning.
+    """Chunk-wise compression with JS-bounded layer-wise adaptive pruning. The defaults are the paper's algorithm
+    (the reference code's settings); the framework's faster configuration is `conf/method/emloc.yaml`.
 
     Parameters
     ----------
@@ -189,29 +232,31 @@ class EMLoC(Compressor):
     js_threshold : δ, the bound on the mean JS divergence (nats per answer token) of the probes' answers.
     keep_ratios : increasing ladder of fractions of the chunk tried per layer; if none passes the layer keeps all.
     pool_kernel : average-pooling kernel applied to the scores along the token axis.
-    search : how a chunk without a warm start is searched: "greedy" (the reference, one layer at a time) or
-        "bisect" (blocks of layers); both give every accepted chunk JS ≤ δ.
-    warm_start : chunks after the first start from the previous chunk's choices (`warm_search`); the same bound.
-    warm_search : "bisect" — each layer's ladder begins at the rung it took in the previous chunk (one rung lower for
-        a rotating window of a quarter of the layers, so no layer is pinned where one hard chunk pushed it) and the
-        block search runs on those ladders: when they pass, ONE trial certifies the chunk.
-        "path" — every layer may move one rung down or any number up: the assignments between are ordered into one
-        path (level by level, within a level by attention mass regained per entry) and a galloping search finds the
-        first that passes, O(log distance) trials from the previous choice: 3-9 trials per chunk, compression
-        4.6-10x one prefill instead of 18-27x (benchmarks/, 64-256 shots), but the retention drifts up with the
-        chunks (0.60 -> 0.83 from 64 to 256 shots on SmolLM2): a hard chunk raises layers in the path's order,
-        which need not be the layers that broke the bound, and each comes down one rung per chunk. Experimental.
+    search : how a chunk is searched without a warm start: "greedy" (the reference, one layer at a time) or
+        "bisect" (blocks of layers, split on failure).
+    warm_search : null (every chunk from scratch, the reference), "bisect" (later chunks start from the previous
+        chunk's rungs, see `pruning.WarmBisect`) or "path" (experimental, `pruning.WarmPath`).
+    probe_end_of_turn : the probes also compare the row at each answer's end-of-turn token (it predicts what follows
+        the turn, nearly always the same: its JS is near zero, so it dilutes the mean). True is the reference's label
+        span (method.md §9.7); False compares only the rows that predict the answer and its end of turn.
+    Whatever the search, every accepted chunk has JS ≤ δ on its probes.
     """
 
-    revision: ClassVar[int] = 2  # bumped when the same parameters would build a different memory (cache key)
+    option = "emloc"
+    label = "EMLoC"
+    compresses = True
+    searches = True
+    lossless: ClassVar[dict[str, Any] | None] = {"js_threshold": 0.0}
+    revision = 2
 
     chunk_size: int | None = 4
     js_threshold: float = 0.005
     keep_ratios: tuple[float, ...] = (0.1, 0.2, 0.5)
     pool_kernel: int = 5
     search: str = "greedy"
-    warm_start: bool = True
-    warm_search: str = "bisect"
+    warm_search: str | None = None
+    probe_end_of_turn: bool = True
+    strategy: pruning.Search = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -223,73 +268,50 @@ class EMLoC(Compressor):
             raise ValueError(f"keep_ratios must be strictly increasing values in (0, 1], got {list(self.keep_ratios)}")
         self.keep_ratios = ratios
         scoring.smooth(torch.zeros(1, 1), self.pool_kernel)  # validates the kernel
-        if self.search not in pruning.SEARCHES:
-            raise ValueError(f"search must be one of {sorted(pruning.SEARCHES)}, got {self.search!r}")
-        if self.warm_search not in ("bisect", "path"):
-            raise ValueError(f"warm_search must be 'bisect' or 'path', got {self.warm_search!r}")
+        self.strategy = pruning.strategy(self.search, self.warm_search)
 
-    def select(self, adapter, state: ChunkState):
+    def describe(self) -> str:
+        search = self.search if self.warm_search is None else f"warm {self.warm_search}"
+        rows = "" if self.probe_end_of_turn else ", answer rows only"
+        return f"{self.label}, {'paper' if search == 'greedy' else search} search{rows}"
+
+    def select(self, adapter, state: ChunkState) -> Selection:
+        layers = range(len(state.kv))
         if self.js_threshold == 0:  # only an unchanged output has JS 0: keep everything, no trial needed
-            return [None] * len(state.kv), {}, 0, [len(self.keep_ratios)] * len(state.kv)
-        # 4. teacher pass: probes after [history | full chunk]
-        work = [[h, c] for h, c in zip(state.history, state.kv)]  # [history | chunk] as pieces, not a copy
+            return Selection([None] * len(layers), rungs=[len(self.keep_ratios)] * len(layers))
+        # 4. teacher pass: the chunk's demos re-encoded alone after [history | full chunk]
+        work = [[h, c] for h, c in zip(state.history, state.kv)]  # pieces, not a copy of the memory
         probes = adapter.collate(state.demos)
         prep = adapter.prepare(probes, state.offset_after, pack=True)  # one sequence: the memory is never copied
-        rows = prep.select(probes.predict)
-        ctx = AttentionContext(
-            prefix=work, score_rows=rows, score_start=[0 if h is None else h[0].shape[-2] for h in state.history]
-        )
+        rows = prep.select(probes.probe_rows(self.probe_end_of_turn))
+        history_lengths = [0 if h is None else h[0].shape[-2] for h in state.history]
+        ctx = AttentionContext(prefix=work, score_rows=rows, score_start=history_lengths)
         final, inputs = adapter.run_layers(prep.hidden, prep.positions, prep.seg, ctx, keep_inputs=True)
         teacher = adapter.lm_logits(final[rows])
-        # 5. per layer, per KV head ranking of the chunk's entries
+        # 5. ranking per layer and KV head: pooled attention of the answer-predicting rows, own answers first
         protected = state.batch.targets[0] | state.batch.predict[0]
-        order = [
-            scoring.rank(scoring.smooth(ctx.tail_scores[l], self.pool_kernel), protected) for l in range(len(work))
-        ]
-        counts = [scoring.count_for(r, state.length) for r in self.keep_ratios]
-        start = self._warm_steps(state)  # per layer, the first ladder step to try
-        ladders = [[c for c in counts[s:] if c < state.length] for s in start]
+        order = [scoring.rank(scoring.smooth(ctx.tail_scores[l], self.pool_kernel), protected) for l in layers]
 
-        # 6. trials: re-run the probes from the lowest pruned layer with the stored hidden state
+        # 6. a trial prunes some layers >= l and re-runs the probes from the stored input of layer l
         def trial(assign: dict[int, int]) -> float:
             prefix = list(work)
             for layer, n in assign.items():
-                prefix[layer] = [
-                    state.history[layer],
-                    scoring.gather(state.kv[layer], scoring.keep_indices(order[layer], n)),
-                ]
+                kept = scoring.gather(state.kv[layer], scoring.keep_indices(order[layer], n))
+                prefix[layer] = [state.history[layer], kept]
             low = min(assign)
             out, _ = adapter.run_layers(
                 inputs[low], prep.positions, prep.seg, AttentionContext(prefix=prefix), start=low
             )
             return js_divergence(adapter.lm_logits(out[rows]), teacher)
 
-        if state.previous is None or not self.warm_start:
-            result = pruning.SEARCHES[self.search](ladders, trial, self.js_threshold)
-        elif self.warm_search == "bisect":  # ladders that begin at the previous choices (see `_warm_steps`)
-            result = pruning.bisect(ladders, trial, self.js_threshold)
-        else:  # "path": gallop along a path of assignments around the previous chunk's choices
-            full = sorted({c for c in counts if c < state.length}) + [state.length]
-            cost = [scoring.dropped_mass(ctx.tail_scores[l], order[l], full) for l in range(len(work))]
-            prev = [full.index(counts[s]) if s < len(counts) else len(full) - 1 for s in state.previous.steps]
-            begin = [max(r - 1, 0) for r in prev]  # every layer may go one rung down ...
-            path = pruning.budget_path([list(zip(full, c)) for c in cost], begin)
-            start = sum(b < r for b, r in zip(begin, prev))  # ... or stay: path[start] is the previous choice
-            result = pruning.gallop(path, trial, self.js_threshold, start)
-        keep = [scoring.keep_indices(order[l], result.kept[l]) if l in result.kept else None for l in range(len(work))]
-        return keep, result.js, result.trials, self._steps(result, counts, len(work))
-
-    @staticmethod
-    def _steps(result: pruning.SearchResult, counts: list[int], num_layers: int) -> list[int]:
-        """Per layer, the ladder rung it took (len(counts): kept in full)."""
-        return [counts.index(result.kept[l]) if l in result.kept else len(counts) for l in range(num_layers)]
-
-    def _warm_steps(self, state: ChunkState) -> list[int]:
-        """Per layer, where its ladder starts: the smallest ratio, or (warm start) the previous chunk's rung, one
-        lower for a rotating window of a quarter of the layers."""
-        num_layers = len(state.kv)
-        if not self.warm_start or state.previous is None:
-            return [0] * num_layers
-        width = math.ceil(num_layers / 4)
-        window = {(state.index * width + i) % num_layers for i in range(width)}
-        return [max(step - (layer in window), 0) for layer, step in enumerate(state.previous.steps)]
+        # 7. the ladder (keep ratios as entry counts) and the search over it
+        counts = [scoring.count_for(r, state.length) for r in self.keep_ratios]
+        chunk = pruning.ChunkSearch(
+            counts, state.length, len(layers), trial, self.js_threshold, state.index,
+            previous=state.previous.steps if state.previous is not None else None,
+            cost=lambda l, cs: scoring.dropped_mass(ctx.tail_scores[l], order[l], cs),
+        )  # fmt: skip
+        result = self.strategy(chunk)
+        # 8. keep
+        keep = [scoring.keep_indices(order[l], result.kept[l]) if l in result.kept else None for l in layers]
+        return Selection(keep, result.js, result.trials, result.rungs(counts, len(layers)))

@@ -13,6 +13,25 @@ import math
 import torch
 
 
+def js_rows(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """Jensen–Shannon divergence (natural log) of each row pair of two (num_positions, vocab_size) logit matrices:
+    a float32 tensor (num_positions,), each value in [0, ln 2]. Raises like `js_divergence`."""
+    if logits_p.shape != logits_q.shape or logits_p.ndim != 2:
+        raise ValueError(
+            f"expected two equal (positions, vocab) matrices, got {tuple(logits_p.shape)} and {tuple(logits_q.shape)}"
+        )
+    if logits_p.shape[0] == 0:
+        raise ValueError("js_divergence needs at least one position")
+    lp = torch.log_softmax(logits_p.float(), dim=-1)
+    lq = torch.log_softmax(logits_q.float(), dim=-1)
+    if not (torch.isfinite(lp).all() and torch.isfinite(lq).all()):
+        raise FloatingPointError("non-finite logits reached the JS divergence (NaN/inf in the model output)")
+    lm = torch.logaddexp(lp, lq) - math.log(2.0)
+    kl_pm = (lp.exp() * (lp - lm)).sum(-1)
+    kl_qm = (lq.exp() * (lq - lm)).sum(-1)
+    return (0.5 * (kl_pm + kl_qm)).clamp_min(0.0)
+
+
 def js_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> float:
     """Mean Jensen–Shannon divergence (natural log) between rows of two logit matrices.
 
@@ -32,20 +51,7 @@ def js_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> float:
         when either input holds NaN/inf, or the result is not finite: a divergence that cannot be trusted
         must not be compared against a threshold.
     """
-    if logits_p.shape != logits_q.shape or logits_p.ndim != 2:
-        raise ValueError(
-            f"expected two equal (positions, vocab) matrices, got {tuple(logits_p.shape)} and {tuple(logits_q.shape)}"
-        )
-    if logits_p.shape[0] == 0:
-        raise ValueError("js_divergence needs at least one position")
-    lp = torch.log_softmax(logits_p.float(), dim=-1)
-    lq = torch.log_softmax(logits_q.float(), dim=-1)
-    if not (torch.isfinite(lp).all() and torch.isfinite(lq).all()):
-        raise FloatingPointError("non-finite logits reached the JS divergence (NaN/inf in the model output)")
-    lm = torch.logaddexp(lp, lq) - math.log(2.0)
-    kl_pm = (lp.exp() * (lp - lm)).sum(-1)
-    kl_qm = (lq.exp() * (lq - lm)).sum(-1)
-    js = (0.5 * (kl_pm + kl_qm)).clamp_min(0.0).mean().item()
+    js = js_rows(logits_p, logits_q).mean().item()
     if not math.isfinite(js):
         raise FloatingPointError(f"JS divergence is not finite: {js}")
     return js

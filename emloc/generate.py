@@ -115,19 +115,27 @@ def loglikelihood(
     return score_choices(adapter, memory, renderer, [query], [list(candidates)])[0]
 
 
-def answer(
+def respond(
     adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[Example], max_new_tokens: int = 32
-) -> list[str]:
-    """Predictions for a batch: ranked candidates when a query has `choices`, greedy text otherwise."""
+) -> list[tuple[str, list[float] | None]]:
+    """Per query: the prediction and, when it was ranked (`choices`), every candidate's log-probability (in
+    `choices` order: the evidence paired comparisons need); greedy text and None otherwise."""
     free = [q for q in queries if not q.choices]
     generated = iter(generate(adapter, memory, renderer, free, max_new_tokens) if free else [])
     ranked = [q for q in queries if q.choices]
     scores = iter(score_choices(adapter, memory, renderer, ranked, [list(q.choices) for q in ranked]) if ranked else [])
-    preds = []
+    out: list[tuple[str, list[float] | None]] = []
     for q in queries:
         if q.choices:
             s = next(scores)
-            preds.append(q.choices[max(range(len(s)), key=s.__getitem__)])
+            out.append((q.choices[max(range(len(s)), key=s.__getitem__)], s))
         else:
-            preds.append(next(generated))
-    return preds
+            out.append((next(generated), None))
+    return out
+
+
+def answer(
+    adapter, memory: TaskMemory, renderer: ChatRenderer, queries: list[Example], max_new_tokens: int = 32
+) -> list[str]:
+    """Predictions for a batch: ranked candidates when a query has `choices`, greedy text otherwise."""
+    return [pred for pred, _ in respond(adapter, memory, renderer, queries, max_new_tokens)]

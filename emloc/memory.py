@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,25 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers.cache_utils import Cache, DynamicLayer
 
+from emloc.storage import atomic_dir
+
 FORMAT_VERSION = 1
+
+
+def memory_key(
+    model: dict[str, Any], device: str, dtype: str, method: dict[str, Any], demo_ids: list[str], instruction: str | None
+) -> str:
+    """The cache key of a task memory: everything it depends on, and nothing else.
+
+    model : the adapter's `signature()` (weights, config, tokenizer, processor); device : the device kind ("cpu",
+    "cuda", "npu": kernels differ, so a memory built on one is not reused on another); dtype : the weights' dtype;
+    method : the method's `identity()` (option, parameters, revision); demo_ids : the demonstrations, in order;
+    instruction : the system turn. Evaluation settings are not part of it, so runs that differ only in how they
+    evaluate share one memory. 16 hex characters.
+    """
+    parts = {"model": model, "device": device, "dtype": dtype, "method": method, "demos": list(demo_ids),
+             "instruction": instruction}  # fmt: skip
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class MemoryMismatchError(ValueError):
@@ -47,6 +63,7 @@ class ChunkRecord:
     seconds: float = 0.0
     trials: int = 0
     steps: list[int] = field(default_factory=list)  # per layer: index on the keep-ratio ladder (len = kept in full)
+    extent: int | None = None  # positions the chunk spans (None in memories saved before it was recorded: tokens)
 
 
 class TaskMemory(Cache):
@@ -82,9 +99,23 @@ class TaskMemory(Cache):
     def lengths(self) -> list[int]:
         return [0 if (kv := self.kv(i)) is None else kv[0].shape[-2] for i in range(self.num_layers)]
 
-    def prefix(self) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
-        """The per-layer prefix handed to the attention wrapper."""
-        return [self.kv(i) for i in range(self.num_layers)]
+    def prefix(self, lengths: list[int] | None = None) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """The per-layer prefix handed to the attention wrapper; with `lengths`, only the first lengths[l] entries
+        of each layer (views, no copy)."""
+        out = [self.kv(i) for i in range(self.num_layers)]
+        if lengths is None:
+            return out
+        return [None if kv is None or n == 0 else (kv[0][:, :, :n], kv[1][:, :, :n]) for kv, n in zip(out, lengths)]
+
+    def chunk_ends(self) -> list[tuple[list[int], int, int]]:
+        """After each chunk: (entries per layer, source tokens, position offset) — what the memory was then."""
+        ends, entries, tokens, offset = [], [0] * self.num_layers, 0, 0
+        for c in self.chunks:
+            entries = [e + k for e, k in zip(entries, c.kept)]
+            tokens += c.num_tokens
+            offset += c.extent if c.extent is not None else c.num_tokens
+            ends.append((entries, tokens, offset))
+        return ends
 
     # ------------------------------------------------------------------ building
     def append(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
@@ -149,31 +180,18 @@ class TaskMemory(Cache):
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write `memory.safetensors` + `memory.json` atomically (a temp dir renamed into place)."""
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        """Write `memory.safetensors` + `memory.json` atomically (a temp folder swapped into place)."""
+        with atomic_dir(directory) as tmp:
             tensors = {}
             for i in range(self.num_layers):
                 if (kv := self.kv(i)) is not None:
                     tensors[f"k.{i}"], tensors[f"v.{i}"] = (t.detach().cpu().contiguous() for t in kv)
             save_file(tensors, tmp / "memory.safetensors")
-            meta = {
-                "format": FORMAT_VERSION,
-                "num_layers": self.num_layers,
-                "position_offset": self.position_offset,
-                "num_source_tokens": self.num_source_tokens,
-                "provenance": self.provenance,
-                "chunks": [vars(c) for c in self.chunks],
-            }
+            meta = {"format": FORMAT_VERSION, "num_layers": self.num_layers, "position_offset": self.position_offset,
+                    "num_source_tokens": self.num_source_tokens, "provenance": self.provenance,
+                    "chunks": [vars(c) for c in self.chunks]}  # fmt: skip
             (tmp / "memory.json").write_text(json.dumps(meta, indent=1, default=str))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return Path(directory)
 
     @classmethod
     def load(

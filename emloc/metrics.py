@@ -102,11 +102,98 @@ def vqa(prediction: str, example: Any) -> float:
     return sum(min(1.0, (total - (pred == r)) / need) for r in refs) / len(refs)
 
 
+def substring_nospace(prediction: str, example: Any) -> float:
+    """The paper's ImageNet100 rule: lowercase, remove '.' and spaces from both; correct if the truth is in the
+    prediction."""
+
+    def squash(text: str) -> str:
+        return str(text).lower().replace(".", "").replace(" ", "")
+
+    truth = squash(example.answer)
+    return float(bool(truth) and truth in squash(prediction))
+
+
+def option_letter(prediction: str, example: Any) -> float:
+    """The reference's IllusionVQA filter: a leading 'X.' gives the letter, else the whole reply (case and
+    punctuation ignored) must equal the reference letter."""
+    match = re.match(r"^\s*([A-Z])\.", str(prediction))
+    got = match.group(1) if match else str(prediction)
+    clean = "".join(c for c in got if c not in string.punctuation).strip().lower()
+    return float(clean == example.answer.lower())
+
+
+def rouge_l(prediction: str, reference: Any, beta: float = 1.2) -> float:
+    """ROUGE-L F-measure on lowercased, punctuation-free word tokens (beta 1.2, as in the COCO caption toolkit).
+    `reference`: a string, or an example (its answer)."""
+
+    def words(text: str) -> list[str]:
+        return "".join(" " if c in string.punctuation else c for c in str(text).lower()).split()
+
+    a, b = words(prediction), words(getattr(reference, "answer", reference))
+    if not a or not b:
+        return 0.0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    p, r = lcs / len(a), lcs / len(b)
+    return (1 + beta**2) * p * r / (r + beta**2 * p)
+
+
+# --- boxes (ScreenSpot REC): (x1, y1, x2, y2) as fractions of the image ---
+_BOX = re.compile(
+    r"[\[(]\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*[\])]"
+)
+BOX_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def parse_box(text: str) -> list[float] | None:
+    """The first four comma-separated numbers in () or []; values on a 0-1000 grid are rescaled to [0, 1]."""
+    match = _BOX.search(str(text))
+    if not match:
+        return None
+    box = [float(v) for v in match.groups()]
+    return [v / 1000 for v in box] if max(box) > 1 else box
+
+
+def box_iou(a: list[float], b: list[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]) + max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def box_scores(prediction: str, example: Any) -> dict[str, float]:
+    """IoU, centre accuracy (the predicted box's centre inside the target) and ACC@t (IoU >= t) of one prediction;
+    the target is `example.meta["bbox"]`, else the box in the reference answer."""
+    meta = getattr(example, "meta", None) or {}
+    target, pred = meta.get("bbox") or parse_box(example.answer), parse_box(prediction)
+    if pred is None or target is None:
+        return {"iou": 0.0, "center_acc": 0.0, **{f"acc@{t}": 0.0 for t in BOX_THRESHOLDS}}
+    iou = box_iou(pred, target)
+    cx, cy = (pred[0] + pred[2]) / 2, (pred[1] + pred[3]) / 2
+    center = float(target[0] <= cx <= target[2] and target[1] <= cy <= target[3])
+    return {"iou": iou, "center_acc": center, **{f"acc@{t}": float(iou >= t) for t in BOX_THRESHOLDS}}
+
+
 METRICS: dict[str, Callable[[str, Any], float]] = {
     "exact_match": exact_match,
     "substring": substring,
     "mc_letter": mc_letter,
     "vqa": vqa,
+    "substring_nospace": substring_nospace,
+    "option_letter": option_letter,
+    "rouge_l": rouge_l,
+    **{
+        f"box_{k}": (lambda p, e, k=k: box_scores(p, e)[k])
+        for k in ("iou", "center_acc", *(f"acc@{t}" for t in BOX_THRESHOLDS))
+    },
 }
 
 

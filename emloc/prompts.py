@@ -8,8 +8,9 @@ prefix-stable is rejected with a clear error. Each piece is tokenized on its own
 concatenated, so a demonstration has the same tokens in a chunk, in a probe and in the full context, and
 answer spans are exact by construction.
 
-It deliberately does not know models: images are handed to an optional processor (which expands image
-placeholders); positions and embeddings are the adapter's job.
+It deliberately does not know models: images and videos are handed to an optional processor (which expands
+their placeholders); positions and embeddings are the adapter's job. Video tokens share the IMAGE ("visual")
+token kind; only their token id tells them apart.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from emloc.data.base import Example
+from emloc.video import load_video
 
 TEMPLATE, IMAGE, QUESTION, ANSWER = range(4)
 KIND_NAMES = ("template", "image", "question", "answer")
@@ -28,25 +30,38 @@ _Q, _A = "\u2983EMLOC_Q\u2984", "\u2983EMLOC_A\u2984"  # sentinels no tokenizer 
 
 @dataclass
 class Row:
-    """One token sequence. `targets` marks tokens a demonstration teaches (answer + end of turn)."""
+    """One token sequence. `targets` marks tokens a demonstration teaches (answer + end of turn).
+
+    `images` (PIL) and `videos` (`emloc.video.Clip`) are the visuals whose placeholders the row holds, in order.
+    """
 
     ids: list[int]
     kinds: list[int]
     targets: list[bool]
     images: list[Any] = field(default_factory=list)
+    videos: list[Any] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __add__(self, other: Row) -> Row:
         return Row(
-            self.ids + other.ids, self.kinds + other.kinds, self.targets + other.targets, self.images + other.images
+            self.ids + other.ids,
+            self.kinds + other.kinds,
+            self.targets + other.targets,
+            self.images + other.images,
+            self.videos + other.videos,
         )
 
 
 @dataclass
 class Batch:
-    """Padded rows. ids/valid/kinds/targets: (bsz, L); image tensors from the processor, in row order."""
+    """Padded rows. ids/valid/kinds/targets: (bsz, L).
+
+    `vision` holds the processor's tensors of all rows' visuals, in row order: `pixel_values`, `image_grid_thw`
+    (images) and `pixel_values_videos`, `video_grid_thw` (num_videos, 3), `second_per_grid_ts` (num_videos,)
+    (videos); a key is absent when no row has that kind of visual.
+    """
 
     rows: list[Row]
     ids: torch.Tensor
@@ -63,6 +78,18 @@ class Batch:
         out[:, :-1] = self.targets[:, 1:]
         return out
 
+    def probe_rows(self, end_of_turn: bool = False) -> torch.Tensor:
+        """(bsz, L) bool: the rows whose next-token distributions a probe compares: those that predict a target
+        (answer tokens and the end-of-turn token) and, with `end_of_turn`, also the row AT each row's last target,
+        which predicts what follows the end of the turn (the reference's label span, method.md §9.7)."""
+        rows = self.predict.clone()
+        if end_of_turn:
+            positions = torch.arange(self.targets.shape[1])
+            last = torch.where(self.targets, positions, -1).max(-1).values
+            has = last >= 0
+            rows[has.nonzero()[:, 0], last[has]] = True
+        return rows
+
 
 class ChatRenderer:
     """Renders examples with a tokenizer's chat template into `Row`s.
@@ -70,7 +97,7 @@ class ChatRenderer:
     Parameters
     ----------
     tokenizer : a transformers tokenizer with a `chat_template`.
-    processor : optional multimodal processor (called as `processor(text=[...], images=[...])`).
+    processor : optional multimodal processor (called as `processor(text=[...], images=[...], videos=[...])`).
     instruction : optional system message shared by every prompt (e.g. the label set).
     multimodal : whether message content is a list of typed items (VLM templates) or a plain string.
     """
@@ -81,7 +108,7 @@ class ChatRenderer:
                 f"{type(tokenizer).__name__} has no chat template; EMLoC renders demos as chat turns"
             )
         self.tok, self.processor, self.instruction, self.multimodal = tokenizer, processor, instruction, multimodal
-        self._turns: dict[int, tuple[str, str]] = {}
+        self._turns: dict[tuple[int, int], tuple[str, str]] = {}
         head = [{"role": "system", "content": instruction}] if instruction else []
         first = self._render(head + [self._user(_Q, 0)], True)
         user_before, user_after = self._user_turn(0)
@@ -98,26 +125,28 @@ class ChatRenderer:
         self.end_of_turn = self._encode(self._ans_after)[0] if self._ans_after else tokenizer.eos_token_id
 
     # ---------------------------------------------------------------- template probing
-    def _user(self, text: str, n_images: int) -> dict:
+    def _user(self, text: str, n_images: int, n_videos: int = 0) -> dict:
         if not self.multimodal:
             return {"role": "user", "content": text}
-        return {"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}
+        visuals = [{"type": "image"}] * n_images + [{"type": "video"}] * n_videos
+        return {"role": "user", "content": visuals + [{"type": "text", "text": text}]}
 
     def _render(self, messages: list[dict], gen: bool) -> str:
         return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
 
-    def _user_turn(self, n_images: int) -> tuple[str, str]:
+    def _user_turn(self, n_images: int, n_videos: int = 0) -> tuple[str, str]:
         """Text of a later user turn (incl. the assistant header), split at the question sentinel."""
-        if n_images not in self._turns:
-            if n_images and not self.multimodal:
-                raise ValueError(f"this model takes no images, but an example carries {n_images}")
+        key = (n_images, n_videos)
+        if key not in self._turns:
+            if (n_images or n_videos) and not self.multimodal:
+                raise ValueError(f"this model takes no images or videos, but an example carries {n_images + n_videos}")
             ctx = [self._user("x", 0), {"role": "assistant", "content": "y"}]
             base = self._render(ctx, False)
-            full = self._render(ctx + [self._user(_Q, n_images)], True)
+            full = self._render(ctx + [self._user(_Q, n_images, n_videos)], True)
             if not full.startswith(base):
                 raise NotImplementedError("chat template is not prefix-stable across turns")
-            self._turns[n_images] = tuple(full[len(base) :].split(_Q))  # type: ignore[assignment]
-        return self._turns[n_images]
+            self._turns[key] = tuple(full[len(base) :].split(_Q))  # type: ignore[assignment]
+        return self._turns[key]
 
     # ---------------------------------------------------------------- tokenization
     def _encode(self, text: str) -> list[int]:
@@ -128,14 +157,16 @@ class ChatRenderer:
         return Row(ids, [kind] * len(ids), [target] * len(ids))
 
     def _user_row(self, ex: Example) -> Row:
-        before, after = self._user_turn(len(ex.images))
-        if ex.images:
+        before, after = self._user_turn(len(ex.images), len(ex.videos))
+        if ex.images or ex.videos:
             if self.processor is None:
-                raise ValueError(f"example {ex.uid!r} has images but the model has no processor")
+                raise ValueError(f"example {ex.uid!r} has images or videos but the model has no processor")
             images = [load_image(im) for im in ex.images]
-            ids = self.processor(text=[before], images=images, return_tensors="pt")["input_ids"][0].tolist()
-            img = self.processor.image_token_id
-            row = Row(ids, [IMAGE if i == img else TEMPLATE for i in ids], [False] * len(ids), images)
+            clips = [load_video(v, ex.num_frames) for v in ex.videos]
+            ids = self.processor(text=[before], images=images or None, videos=clips or None, return_tensors="pt")
+            ids = ids["input_ids"][0].tolist()
+            visual = {self.processor.image_token_id, getattr(self.processor, "video_token_id", None)}
+            row = Row(ids, [IMAGE if i in visual else TEMPLATE for i in ids], [False] * len(ids), images, clips)
         else:
             row = self._piece(before, TEMPLATE)
         return row + self._piece(ex.question, QUESTION) + self._piece(after, TEMPLATE)
@@ -179,7 +210,7 @@ def chunks(items: list, chunk_size: int) -> list[list]:
 
 
 def collate(rows: list[Row], pad_id: int, pad_side: str = "right", processor=None) -> Batch:
-    """Pad rows into a batch; images of all rows are processed together, in row order."""
+    """Pad rows into a batch; images (then videos) of all rows are processed together, in row order."""
     if pad_side not in ("left", "right"):
         raise ValueError(f"pad_side must be 'left' or 'right', got {pad_side!r}")
     width = max(len(r) for r in rows)
@@ -195,4 +226,8 @@ def collate(rows: list[Row], pad_id: int, pad_side: str = "right", processor=Non
     if images:
         out = processor.image_processor(images=images, return_tensors="pt")
         vision = {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+    videos = [v for r in rows for v in r.videos]
+    if videos:
+        out = processor.video_processor(videos, return_tensors="pt")
+        vision.update({k: out[k] for k in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")})
     return Batch(rows, ids, valid, kinds, targets, pad_side, vision)

@@ -8,17 +8,24 @@ the input layer l would receive and one partial re-forward measures the combined
 layers ≥ l. The last accepted trial therefore measured the chunk's final pruning: whatever the search, the
 chunk's JS ≤ δ (the same bound as the reference).
 
-* `greedy` — the reference search: per layer, the smallest ratio on the ladder that passes.
-* `bisect` — tries every layer of a block at the first count of its ladder with ONE trial and only splits a
-  block (upper half first) when it fails; single layers then walk their ladders as in `greedy`. When most
-  layers pass at their first count this needs O(log L) trials instead of O(L) — which is what makes a warm
-  start cheap: ladders that begin at the previous chunk's choices usually pass as a whole.
-* `gallop` — along one path of assignments ordered from most to least pruned (`budget_path`), the first that
-  passes, found by galloping from a starting point then bisection: O(log distance) trials, each of a whole
-  assignment. Started at the previous chunk's choices it needs a handful of trials per chunk.
+Three procedures over per-layer ladders (counts, smallest first; an empty ladder keeps the layer in full):
 
-Each layer has its own ladder (counts, smallest first), so a warm start is just shorter ladders (`compress` decides
-where each ladder starts).
+* `greedy` — the reference: per layer, the smallest count that passes.
+* `bisect` — tries a whole block of layers at their first counts with ONE trial and splits a block (upper half
+  first) only when it fails; single layers then walk their ladders as in `greedy`. O(log L) trials when most
+  layers pass at their first count.
+* `gallop` — along one path of assignments ordered from most to least pruned (`budget_path`), the first that
+  passes: a galloping search from a starting point, then bisection.
+
+and the strategies `EMLoC` is configured with, each a small object called once per chunk with a `ChunkSearch`
+(`strategy(search, warm_search)` picks one from the YAML keys):
+
+* `Greedy`, `Bisect` — every chunk from scratch (`Greedy` is the paper's algorithm);
+* `WarmBisect` — later chunks start each layer's ladder at the rung it took in the previous chunk (one rung lower
+  for a rotating quarter of the layers, so no layer is pinned where one hard chunk pushed it) and `bisect` them;
+* `WarmPath` — later chunks gallop along a path around the previous chunk's choices (each layer one rung down or
+  any number up, ordered by attention mass regained per kept entry). Fewer trials, but its retention drifts up
+  with the number of chunks (measured in docs/benchmarks.md). Experimental.
 
 This module knows nothing about models; `compress` supplies the oracle.
 """
@@ -26,6 +33,8 @@ This module knows nothing about models; `compress` supplies the oracle.
 from __future__ import annotations
 
 import heapq
+import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,6 +46,10 @@ class SearchResult:
     kept: dict[int, int] = field(default_factory=dict)  # layer -> entries kept (absent: kept in full)
     js: dict[int, float] = field(default_factory=dict)  # layer -> JS of the accepted trial that covered it
     trials: int = 0
+
+    def rungs(self, counts: list[int], num_layers: int) -> list[int]:
+        """Per layer, the index of the kept count on the ladder `counts` (len(counts): kept in full)."""
+        return [counts.index(self.kept[l]) if l in self.kept else len(counts) for l in range(num_layers)]
 
 
 def _try(result: SearchResult, trial: Trial, proposal: dict[int, int], threshold: float) -> bool:
@@ -149,4 +162,95 @@ def gallop(path: list[dict[int, int]], trial: Trial, threshold: float, start: in
     return result
 
 
-SEARCHES = {"greedy": greedy, "bisect": bisect}  # searches from scratch (`gallop` needs a path and a start)
+# ------------------------------------------------------------------------------------------------ strategies
+@dataclass
+class ChunkSearch:
+    """One chunk's search problem, as a strategy sees it."""
+
+    counts: list[int]  # the keep-ratio ladder of this chunk as entry counts, smallest first
+    length: int  # the chunk's token count: keeping everything
+    num_layers: int
+    trial: Trial
+    threshold: float
+    index: int = 0  # the chunk's position in the memory
+    previous: list[int] | None = None  # per layer, the rung the previous chunk took (len(counts): kept in full)
+    cost: Callable[[int, list[int]], list[float]] | None = None  # layer, counts -> score mass dropped at each count
+
+    def ladder(self, start: int = 0) -> list[int]:
+        """The counts from rung `start` on that prune something."""
+        return [c for c in self.counts[start:] if c < self.length]
+
+
+class Search(ABC):
+    """A search strategy: called once per chunk, returns what each layer keeps."""
+
+    @abstractmethod
+    def __call__(self, chunk: ChunkSearch) -> SearchResult: ...
+
+
+@dataclass
+class Greedy(Search):
+    """The paper's search: top-down, one layer at a time, the smallest count that passes."""
+
+    def __call__(self, chunk: ChunkSearch) -> SearchResult:
+        return greedy([chunk.ladder()] * chunk.num_layers, chunk.trial, chunk.threshold)
+
+
+@dataclass
+class Bisect(Search):
+    """Blocks of layers at their smallest count, split on failure."""
+
+    def __call__(self, chunk: ChunkSearch) -> SearchResult:
+        return bisect([chunk.ladder()] * chunk.num_layers, chunk.trial, chunk.threshold)
+
+
+@dataclass
+class WarmBisect(Search):
+    """`cold` for the first chunk; later chunks bisect ladders that begin at the previous chunk's rungs, one rung
+    lower for a rotating window of `window` of the layers."""
+
+    cold: Search
+    window: float = 0.25
+
+    def __call__(self, chunk: ChunkSearch) -> SearchResult:
+        if chunk.previous is None:
+            return self.cold(chunk)
+        width = math.ceil(chunk.num_layers * self.window)
+        lowered = {(chunk.index * width + i) % chunk.num_layers for i in range(width)}
+        start = [max(rung - (layer in lowered), 0) for layer, rung in enumerate(chunk.previous)]
+        return bisect([chunk.ladder(s) for s in start], chunk.trial, chunk.threshold)
+
+
+@dataclass
+class WarmPath(Search):
+    """`cold` for the first chunk; later chunks gallop along `budget_path` from the previous chunk's choices (each
+    layer may go one rung down or any number up)."""
+
+    cold: Search
+
+    def __call__(self, chunk: ChunkSearch) -> SearchResult:
+        if chunk.previous is None:
+            return self.cold(chunk)
+        if chunk.cost is None:
+            raise ValueError("the path search needs per-layer costs (ChunkSearch.cost)")
+        full = sorted({c for c in chunk.counts if c < chunk.length}) + [chunk.length]
+        prev = [full.index(chunk.counts[r]) if r < len(chunk.counts) else len(full) - 1 for r in chunk.previous]
+        begin = [max(r - 1, 0) for r in prev]  # every layer may go one rung down ...
+        path = budget_path([list(zip(full, chunk.cost(l, full))) for l in range(chunk.num_layers)], begin)
+        start = sum(b < r for b, r in zip(begin, prev))  # ... or stay: path[start] is the previous choice
+        return gallop(path, chunk.trial, chunk.threshold, start)
+
+
+COLD = {"greedy": Greedy, "bisect": Bisect}
+WARM = {"bisect": WarmBisect, "path": WarmPath}
+
+
+def strategy(search: str, warm_search: str | None) -> Search:
+    """The strategy for the YAML keys `search` (every chunk, or the first one with a warm start) and
+    `warm_search` (null: no warm start)."""
+    if search not in COLD:
+        raise ValueError(f"search must be one of {sorted(COLD)}, got {search!r}")
+    if warm_search is not None and warm_search not in WARM:
+        raise ValueError(f"warm_search must be null or one of {sorted(WARM)}, got {warm_search!r}")
+    cold = COLD[search]()
+    return cold if warm_search is None else WARM[warm_search](cold)

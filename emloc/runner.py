@@ -15,7 +15,6 @@ The only module that sees a `DictConfig`. Order matters:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,10 +34,12 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from emloc import metrics as metric_fns
-from emloc.compress import Compressor, ZeroShot
+from emloc.compress import Compressor, FullContext
 from emloc.data.base import Example, Task
-from emloc.generate import answer
-from emloc.memory import TaskMemory
+from emloc.fidelity import Fidelity, measure
+from emloc.generate import respond
+from emloc.memory import TaskMemory, memory_key
+from emloc.storage import atomic_write, conf_dir
 from emloc.tracking import RunFolder, Tracker, signature
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ class Plan:
     demos: list[Example]
     queries: list[Example]
     signature: str
-    memory_key: str
 
 
 def _build(group: str, node: Any) -> Any:
@@ -65,65 +65,73 @@ def _build(group: str, node: Any) -> Any:
         raise ValueError(f"invalid `{group}` config: {root}") from err
 
 
-def plan(cfg: DictConfig) -> Plan:
-    """Validate the whole config and draw the split; loads data, never a model."""
+def run_signature(cfg: DictConfig) -> tuple[Compressor, str]:
+    """The method (validated) and the run's signature: what `runs/<signature>/` is named. Reads no data, loads no
+    model, so a sweep's expected runs can be listed anywhere (`emloc.sweeps`)."""
     method = _build("method", cfg.method)
-    task = _build("task.loader", cfg.task.loader)
-    shots = 0 if isinstance(method, ZeroShot) else cfg.task.num_shots
     for key in ("num_shots", "demo_seed", "query_seed"):
         if not isinstance(cfg.task[key], int) or cfg.task[key] < 0:
             raise ValueError(f"task.{key} must be an integer >= 0, got {cfg.task[key]!r}")
     if not isinstance(cfg.eval.batch_size, int) or cfg.eval.batch_size < 1:
         raise ValueError(f"eval.batch_size must be an integer >= 1, got {cfg.eval.batch_size!r}")
-    split = task.split(shots, cfg.task.num_queries, cfg.task.demo_seed, cfg.task.query_seed)
     semantic = OmegaConf.to_container(cfg, resolve=True)
-    semantic["task"]["num_shots"] = shots
-    if getattr(method, "revision", None) is not None:  # a changed search invalidates the runs and memories it made
+    semantic["task"]["num_shots"] = cfg.task.num_shots if method.uses_demos else 0  # zero-shot: one run, any shots
+    if method.revision is not None:  # a changed search invalidates the runs and memories it made
         semantic["method"]["revision"] = method.revision
-    mem_key = {
-        "model": semantic["model"],
-        "dtype": semantic["backend"]["dtype"],
-        "method": semantic["method"],
-        "demos": [d.uid for d in split.demos],
-        "instruction": task.instruction,
-    }
-    mem_sig = hashlib.sha1(json.dumps(mem_key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return Plan(cfg, method, task, split.demos, split.queries, signature(semantic), mem_sig)
+    return method, signature(semantic)
 
 
-def build_memory(p: Plan, adapter, cache_dir: Path) -> tuple[TaskMemory, dict[str, Any]]:
+def plan(cfg: DictConfig) -> Plan:
+    """Validate the whole config and draw the split; loads data, never a model."""
+    method, sig = run_signature(cfg)
+    task = _build("task.loader", cfg.task.loader)
+    shots = cfg.task.num_shots if method.uses_demos else 0
+    split = task.split(shots, cfg.task.num_queries, cfg.task.demo_seed, cfg.task.query_seed)
+    from emloc.video import validate_media  # every image file exists and every video decodes, before a model
+
+    validate_media(split.demos + split.queries)
+    return Plan(cfg, method, task, split.demos, split.queries, sig)
+
+
+def build_memory(method: Compressor, demos: list[Example], instruction: str | None, adapter, cache_dir: Path,
+                 checkpoint: bool = True) -> tuple[TaskMemory, dict[str, Any]]:  # fmt: skip
     """The task memory from the cache, or built (resuming from a partial one) and cached.
 
     Returns the memory and its bookkeeping: compression seconds (as recorded when it was built), whether it came
-    from the cache, and how many chunks an earlier, interrupted attempt had already finished.
+    from the cache, how many chunks an earlier, interrupted attempt had already finished, and its cache key.
     """
-    final, partial = cache_dir / p.memory_key, cache_dir / f"{p.memory_key}.partial"
     expect = adapter.signature()
+    key = memory_key(expect, adapter.device.type, str(adapter.dtype), method.identity(), [d.uid for d in demos],
+                     instruction)  # fmt: skip
+    final, partial = cache_dir / key, cache_dir / f"{key}.partial"
+    book = {"memory_cached": final.exists(), "resumed_chunks": 0, "memory_key": key}
     if final.exists():
         log.info("memory cache hit: %s", final)
         memory = TaskMemory.load(final, expect=expect, device=adapter.device, dtype=adapter.dtype)
-        return memory, {
-            "compress_seconds": sum(c.seconds for c in memory.chunks),
-            "memory_cached": True,
-            "resumed_chunks": 0,
-        }
-    resume = (
-        TaskMemory.load(partial, expect=expect, device=adapter.device, dtype=adapter.dtype)
-        if partial.exists()
-        else None
-    )
-    resumed = len(resume.chunks) if resume is not None else 0
-    if resumed:
-        log.info("resuming compression after %d finished chunks (%s)", resumed, partial)
-    save_partial = (lambda m: m.save(partial)) if p.cfg.eval.checkpoint_chunks else None
-    memory = p.method.build(adapter, p.demos, p.task.instruction, resume=resume, on_chunk=save_partial)
-    memory.save(final)
-    shutil.rmtree(partial, ignore_errors=True)
-    return memory, {
-        "compress_seconds": sum(c.seconds for c in memory.chunks),
-        "memory_cached": False,
-        "resumed_chunks": resumed,
-    }
+    else:
+        resume = (
+            TaskMemory.load(partial, expect=expect, device=adapter.device, dtype=adapter.dtype)
+            if partial.exists()
+            else None
+        )
+        book["resumed_chunks"] = len(resume.chunks) if resume is not None else 0
+        if resume is not None:
+            log.info("resuming compression after %d finished chunks (%s)", len(resume.chunks), partial)
+        save_partial = (lambda m: m.save(partial)) if checkpoint else None
+        memory = method.build(adapter, demos, instruction, resume=resume, on_chunk=save_partial)
+        memory.save(final)
+        shutil.rmtree(partial, ignore_errors=True)
+    return memory, {"compress_seconds": sum(c.seconds for c in memory.chunks), **book}
+
+
+def fidelity(p: Plan, adapter, memory: TaskMemory, cache_dir: Path) -> Fidelity | None:
+    """The memory's divergence from the full context on the first `eval.fidelity_queries` queries (`emloc.fidelity`);
+    None when off or without demonstrations. The full-context memory comes from the same cache."""
+    n = p.cfg.eval.get("fidelity_queries", 0) or 0
+    if n <= 0 or not p.method.uses_demos:
+        return None
+    full, _ = build_memory(FullContext(show_progress=False), p.demos, p.task.instruction, adapter, cache_dir)
+    return measure(adapter, memory, full, adapter.renderer(p.task.instruction), p.queries[:n])
 
 
 def evaluate(p: Plan, adapter, memory: TaskMemory, folder: RunFolder) -> tuple[list[dict], int]:
@@ -138,19 +146,13 @@ def evaluate(p: Plan, adapter, memory: TaskMemory, folder: RunFolder) -> tuple[l
     for i in range(0, len(todo), size):
         batch = todo[i : i + size]
         start = time.perf_counter()
-        preds = answer(adapter, memory, renderer, batch, p.cfg.eval.max_new_tokens)
+        answers = respond(adapter, memory, renderer, batch, p.cfg.eval.max_new_tokens)
         per_query = (time.perf_counter() - start) / len(batch)
         rows = [
-            {
-                "uid": q.uid,
-                "question": q.question,
-                "prediction": pred,
-                "target": q.answer,
-                "correct": p.task.score(q, pred),
-                "seconds": per_query,
-            }
-            for q, pred in zip(batch, preds)
-        ]
+            {"uid": q.uid, "question": q.question, "prediction": pred, "target": q.answer,
+             "correct": p.task.score(q, pred), "scores": scores, "seconds": per_query}
+            for q, (pred, scores) in zip(batch, answers)
+        ]  # fmt: skip
         folder.append_predictions(rows)
         done.update({r["uid"]: r for r in rows})
         bar.update(len(batch))
@@ -179,7 +181,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         lg.project,
         lg.entity,
         cfg.sweep_name,
-        f"{cfg.method.get('_target_', '').split('.')[-1]}-{p.signature}",
+        f"{method_option(cfg, p.method)}-{p.signature}",
         list(cfg.tags),
         OmegaConf.to_container(cfg, resolve=True),
         folder.path,
@@ -189,8 +191,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         set_seed(cfg.seed)
         adapter = load(**cfg.model, **{k: v for k, v in cfg.backend.items() if k in ("dtype", "device", "attn")})
-        memory, built = build_memory(p, adapter, Path(cfg.paths.memory_cache_dir))
+        cache = Path(cfg.paths.memory_cache_dir)
+        memory, built = build_memory(p.method, p.demos, p.task.instruction, adapter, cache, cfg.eval.checkpoint_chunks)
         rows, resumed_predictions = evaluate(p, adapter, memory, folder)
+        measured = fidelity(p, adapter, memory, cache)
+        if measured is not None:
+            uids = [q.uid for q in p.queries[: len(measured.per_query)]]
+            folder.write_json("fidelity.json", {**vars(measured), "uids": uids})
         stats = memory.stats()
         js = [v for c in memory.chunks for v in c.js if v is not None]
         result = {
@@ -200,21 +207,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "memory_tokens": memory.memory_tokens,
             "retention": memory.retention,
             "max_chunk_js": max(js, default=None),
+            "heldout_js": measured.heldout_js if measured is not None else None,
             **built,
             "query_seconds_mean": sum(r["seconds"] for r in rows) / len(rows),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "method": memory.provenance["method"],
+            **p.method.card(),
+            "method_option": method_option(cfg, p.method),
             "model": cfg.model.source,
             "task": cfg.task.name,
             "signature": p.signature,
             "sweep_name": cfg.sweep_name,
-            "memory_key": p.memory_key,
             "resumed_predictions": resumed_predictions,
             "attempt": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
         }
         folder.write_json("memory_stats.json", stats)
         folder.write_json("metrics.json", result)
-        tracker.finish_run(result, stats, Path(cfg.paths.memory_cache_dir) / p.memory_key)
+        tracker.finish_run(result, stats, Path(cfg.paths.memory_cache_dir) / built["memory_key"])
         failed = False
         (folder.path / "error.txt").unlink(missing_ok=True)
         log.info("\n%s", summary_table(result))
@@ -224,6 +232,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         tracker.close(failed=failed)
+
+
+def method_option(cfg: DictConfig, method: Compressor) -> str:
+    """The `method` option the run was composed with (`hydra.runtime.choices`), else the class's own option."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return choices.get("method") or method.option
 
 
 def summary_table(m: dict[str, Any]) -> str:
@@ -245,27 +261,25 @@ def summary_table(m: dict[str, Any]) -> str:
     return "\n".join(f"  {k:<20} {fmt.get(type(m.get(k)), '{}').format(m.get(k))}" for k in keys)
 
 
-def conf_dir() -> Path:
-    """The Hydra `conf/` of the checkout (`$EMLOC_CONF_DIR` overrides; editable installs find it next to `emloc/`)."""
-    return Path(os.environ.get("EMLOC_CONF_DIR") or Path(__file__).resolve().parents[1] / "conf").expanduser().resolve()
-
-
-def compose(overrides: list[str], config_dir: str | Path | None = None) -> DictConfig:
-    """The primary config composed as `run.py` composes it, plus `overrides`, for callers without `@hydra.main`."""
+def compose(
+    overrides: list[str], config_dir: str | Path | None = None, config_name: str = "config", hydra: bool = False
+) -> DictConfig:
+    """The primary config composed as `run.py` composes it, plus `overrides`, for callers without `@hydra.main`
+    (tests, the lmms-eval model, sweep planning). `hydra=True` keeps the `hydra` node (e.g. `runtime.choices`)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     directory = Path(config_dir).expanduser().resolve() if config_dir else conf_dir()
-    if not (directory / "config.yaml").is_file():
+    if not (directory / f"{config_name}.yaml").is_file():
         raise FileNotFoundError(
-            f"no emloc Hydra config in {directory} "
+            f"no emloc Hydra config {config_name}.yaml in {directory} "
             "(set EMLOC_CONF_DIR, or pass config_dir: lmms-eval tasks take metadata.emloc.config_dir)"
         )
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=list(overrides))
+            return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
     finally:
         GlobalHydra.instance().clear()
 
@@ -304,8 +318,6 @@ class JobSummary(Callback):
             "result": value if ok else None,
             "error": None if ok else f"{type(value).__name__}: {value}",
         }
-        from emloc.tracking import atomic_write
-
         atomic_write(Path(hc.sweep.dir) / "status" / f"{hc.job.num}.json", json.dumps(record, default=str))
         if not ok:
             log.error("job %s failed (%s): %s", hc.job.num, " ".join(record["overrides"]), record["error"])

@@ -16,13 +16,16 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from emloc.storage import atomic_write
 
 log = logging.getLogger(__name__)
 
 EXCLUDED_KEYS = ("logger", "paths", "hydra", "tags", "force", "optimized_metric", "local")
+# what is measured about a run's memory, not what the run computes: a finished run is not redone for it
+EXCLUDED_EVAL = ("fidelity_queries",)
 
 
 def signature(semantic: dict[str, Any], length: int = 12) -> str:
@@ -30,18 +33,10 @@ def signature(semantic: dict[str, Any], length: int = 12) -> str:
     kept = {k: v for k, v in semantic.items() if k not in EXCLUDED_KEYS}
     if isinstance(kept.get("backend"), dict):  # where a run executes does not change what it computes
         kept["backend"] = {k: v for k, v in kept["backend"].items() if k != "device"}
+    if isinstance(kept.get("eval"), dict):
+        kept["eval"] = {k: v for k, v in kept["eval"].items() if k not in EXCLUDED_EVAL}
     blob = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:length]
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class RunFolder:
@@ -143,9 +138,10 @@ class Tracker:
             self.run = None
 
 
-def fetch_runs(project: str, entity: str | None = None, group: str | None = None) -> list[tuple[dict, dict]]:
-    """(summary, config) of the finished runs of an online W&B project, optionally one group (needs `wandb login`)."""
+def fetch_runs(project: str, entity: str | None = None, group: str | None = None) -> list[tuple[dict, dict, str]]:
+    """(summary, config, creation time) of the finished runs of an online W&B project, optionally one group (needs
+    `wandb login`)."""
     import wandb
 
     runs = wandb.Api().runs(f"{entity}/{project}" if entity else project, {"group": group} if group else {})
-    return [(dict(r.summary), dict(r.config)) for r in runs if r.state == "finished"]
+    return [(dict(r.summary), dict(r.config), str(r.created_at)) for r in runs if r.state == "finished"]

@@ -11,6 +11,8 @@ import torch
 
 from emloc.data.base import Example
 from emloc.models.loading import load
+from emloc.runner import compose as runner_compose
+from emloc.storage import conf_dir
 
 TEXT_FAMILIES = ("llama", "qwen2")
 VL_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
@@ -66,16 +68,10 @@ def demos_for():
     return build
 
 
-CONF = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf"
+CONF = conf_dir()
 
 
 def compose(overrides: list[str], output_dir=None):
-    """The real `conf/` composed like `run.py` would, outputs redirected (no hydra runtime needed)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
+    """The real `conf/` composed as `run.py` composes it (`runner.compose`), outputs redirected to `output_dir`."""
     extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else []
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides) + extra)
+    return runner_compose(list(overrides) + extra)

@@ -26,6 +26,10 @@ class Example:
         images: image file paths (str) or PIL images shown before the question, in order.
         choices: candidate answers; when set, the query is answered by log-likelihood ranking.
         references: all acceptable answers (VQA soft accuracy); defaults to (answer,).
+        videos: videos shown after the images, in order: a file path (str) sampled to `num_frames` frames when
+            rendered (`emloc.video`), or a list/tuple of PIL frames used as given. Images and videos may be mixed;
+            a user turn shows every image, then every video, then the question.
+        num_frames: frames sampled uniformly from each video file (frame lists are not resampled).
     """
 
     uid: str
@@ -35,10 +39,14 @@ class Example:
     choices: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    videos: tuple[Any, ...] = ()
+    num_frames: int = 8
 
     def __post_init__(self) -> None:
         if not isinstance(self.answer, str) or not self.answer.strip():
             raise ValueError(f"example {self.uid!r} has no answer (got {self.answer!r})")
+        if not isinstance(self.num_frames, int) or self.num_frames < 1:
+            raise ValueError(f"example {self.uid!r}: num_frames must be an integer >= 1, got {self.num_frames!r}")
 
 
 @dataclass

@@ -174,4 +174,10 @@ class ModelAdapter:
             h.update(t.detach().float().cpu().reshape(-1)[:4096].numpy().tobytes())
         tok = self.tokenizer
         th = hashlib.sha1(json.dumps([len(tok), tok.chat_template, tok.all_special_tokens], default=str).encode())
-        return {"model_family": self.family, "model_hash": h.hexdigest()[:16], "tokenizer_hash": th.hexdigest()[:16]}
+        out = {"model_family": self.family, "model_hash": h.hexdigest()[:16], "tokenizer_hash": th.hexdigest()[:16]}
+        if self.processor is not None:  # image resolution (min/max pixels) changes what a memory holds
+            proc = getattr(self.processor, "image_processor", self.processor).to_dict()
+            out["processor_hash"] = hashlib.sha1(json.dumps(proc, sort_keys=True, default=str).encode()).hexdigest()[
+                :16
+            ]
+        return out

@@ -19,11 +19,12 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
+
+from emloc import storage
+from emloc.storage import atomic_dir
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,7 @@ SOURCE_JSON = "emloc_source.json"
 
 def default_cache_dir() -> Path:
     """`$EMLOC_CACHE/models/smollm2-135m-instruct`, with `$EMLOC_CACHE` defaulting to `~/.cache/emloc`."""
-    root = os.environ.get("EMLOC_CACHE") or Path.home() / ".cache" / "emloc"
-    return Path(root).expanduser() / "models" / "smollm2-135m-instruct"
+    return storage.cache_root() / "models" / "smollm2-135m-instruct"
 
 
 def packaged_gguf() -> Path:
@@ -104,9 +104,7 @@ def smollm2_dir(cache_dir: str | Path | None = None, *, expected_sha256: str = G
         sha256 = file_sha256(gguf)
         if sha256 != expected_sha256:
             raise ValueError(f"{gguf} has sha256 {sha256}, expected {expected_sha256}; reinstall with `{INSTALL_HINT}`")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared by a group's jobs
-        try:
+        with atomic_dir(target) as tmp:
             start = time.perf_counter()
             _convert(gguf, tmp)
             record = {
@@ -116,11 +114,5 @@ def smollm2_dir(cache_dir: str | Path | None = None, *, expected_sha256: str = G
                 "sha256": sha256,
             }
             (tmp / SOURCE_JSON).write_text(json.dumps(record, indent=2) + "\n")
-            if target.exists():  # an incomplete or outdated conversion: move it aside, then swap in
-                os.replace(target, tmp.with_name(tmp.name + "-old"))
-            os.replace(tmp, target)
-            logger.info("converted %s to %s in %.1f s", gguf, target, time.perf_counter() - start)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(tmp.with_name(tmp.name + "-old"), ignore_errors=True)
+        logger.info("converted %s to %s in %.1f s", gguf, target, time.perf_counter() - start)
     return target

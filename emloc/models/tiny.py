@@ -1,7 +1,8 @@
 """Tiny random models of every supported family, built offline in milliseconds, for tests and `debug` runs.
 
 `tiny_tokenizer` trains a small byte-level BPE in-process on a fixed corpus (deterministic; any text encodes,
-since every byte is in the alphabet) and gives it the Qwen special tokens and a Qwen2-VL-style chat template.
+since every byte is in the alphabet) and gives it the Qwen special tokens and a Qwen2-VL-style chat template
+(text, image and video items, as the real template renders them).
 `tiny_text_model` builds Llama / Qwen2 / SmolLM-shaped decoders and `tiny_vl_model` Qwen2-VL / Qwen2.5-VL
 models from small configs (hidden 64, 4 query heads sharing 2 KV heads, head_dim 16), seeded so that the
 weights depend only on `seed`, and returns them in float32 eval mode.
@@ -31,7 +32,7 @@ from transformers import (
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from emloc.models.processor import ImageOnlyQwen2VLProcessor, image_only_processor
+from emloc.models.processor import QwenVLProcessor, qwen_vl_processor
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -74,6 +75,7 @@ CHAT_TEMPLATE = (
     "{%- if message['content'] is string -%}{{ message['content'] }}"
     "{%- else -%}{%- for item in message['content'] -%}"
     "{%- if item['type'] == 'image' -%}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif item['type'] == 'video' -%}{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
     "{%- elif item['type'] == 'text' -%}{{ item['text'] }}"
     "{%- else -%}{{ raise_exception('unsupported content item type ' ~ item['type']) }}"
     "{%- endif -%}{%- endfor -%}{%- endif -%}"
@@ -179,17 +181,18 @@ def tiny_text_model(
     raise ValueError(f"unknown text family {family!r}; expected one of {TEXT_FAMILIES}")
 
 
-def tiny_processor(tokenizer: PreTrainedTokenizerFast | None = None) -> ImageOnlyQwen2VLProcessor:
-    """The image-only Qwen2-VL processor over the tiny tokenizer, with small pixel bounds."""
+def tiny_processor(tokenizer: PreTrainedTokenizerFast | None = None) -> QwenVLProcessor:
+    """The torchvision-free Qwen2-VL processor (images and videos) over the tiny tokenizer, with small pixel
+    bounds (also per video frame)."""
     image_processor = Qwen2VLImageProcessorPil(
         min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, patch_size=14, temporal_patch_size=2, merge_size=2
     )
-    return image_only_processor(tokenizer or tiny_tokenizer(), image_processor)
+    return qwen_vl_processor(tokenizer or tiny_tokenizer(), image_processor)
 
 
 def tiny_vl_model(
     family: str = "qwen2_vl", seed: int = 0, attn_implementation: str = "sdpa"
-) -> tuple[PreTrainedModel, ImageOnlyQwen2VLProcessor]:
+) -> tuple[PreTrainedModel, QwenVLProcessor]:
     """(model, processor) for `family` in "qwen2_vl" (Qwen2VLForConditionalGeneration) or "qwen2_5_vl"
     (Qwen2_5_VLForConditionalGeneration). M-RoPE sections [2, 3, 3] cover head_dim/2 = 8 frequencies."""
     processor = tiny_processor()

@@ -161,28 +161,25 @@ def test_imagenet100_takes_the_first_demos_of_the_train_list(tmp_path):
         ).load()
 
 
-def test_youcook2_uses_cached_frames_and_rouge_l(tmp_path):
+def test_youcook2_examples_carry_their_video_and_rouge_l(tmp_path):
     import datasets
 
     (tmp_path / "videos").mkdir()
     rows = [{"video_path": f"clip{i}.mp4", "sentence": f"add {i} eggs to the pan"} for i in range(N)]
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "yc"))
-    for i in range(N):  # frames already extracted: no video decoding needed
-        folder = tmp_path / "cache" / "youcook2" / "frames2" / f"clip{i}"
-        folder.mkdir(parents=True)
-        for k in range(2):
-            png(i).save(folder / f"{k:02d}.jpg")
-    task = YouCook2Task(
-        path=str(tmp_path / "yc"),
-        video_root=str(tmp_path / "videos"),
-        num_frames=2,
-        image_cache=str(tmp_path / "cache"),
-    )
+    for i in range(N):  # loading only checks the files exist; frames are decoded when a prompt is rendered
+        (tmp_path / "videos" / f"clip{i}.mp4").write_bytes(b"")
+    task = YouCook2Task(path=str(tmp_path / "yc"), video_root=str(tmp_path / "videos"), num_frames=2)
     pool, rest = task.load()
-    assert len(pool) == 100 and len(rest) == N - 100 and len(rest[0].images) == 2
+    assert len(pool) == 100 and len(rest) == N - 100 and rest[0].images == ()
+    assert rest[0].videos == (str(tmp_path / "videos" / f"clip{rest[0].meta['index']}.mp4"),)
+    assert rest[0].num_frames == 2
     assert task.score(rest[0], rest[0].answer.upper()) == 1.0
     assert rouge_l("add eggs", "add two eggs to the pan") == pytest.approx(
         (1 + 1.2**2) * (1 / 3) / (1 / 3 + 1.2**2)
     )  # p = 1, r = 2/6
     with pytest.raises(DatasetUnavailableError, match="video_root"):
         YouCook2Task(path=str(tmp_path / "yc"), video_root=str(tmp_path / "nowhere")).load()
+    (tmp_path / "videos" / "clip7.mp4").unlink()
+    with pytest.raises(DatasetUnavailableError, match="clip7.mp4"):
+        YouCook2Task(path=str(tmp_path / "yc"), video_root=str(tmp_path / "videos")).load()

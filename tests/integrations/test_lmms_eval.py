@@ -1,7 +1,6 @@
 """lmms-eval plugin: `python -m lmms_eval --model emloc` on the local tasks gives the runner's predictions and
 accuracy; stock-style tasks and RICES work in process; the paper tasks fail fast, naming their dataset."""
 
-import ast
 import json
 import os
 import random
@@ -20,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 PAPER = ("imagenet100", "illusionvqa", "mme_realworld_lite", "ok_vqa", "screenspot_rec", "youcook2")
 # the runner's EMLoC defaults (conf/method/emloc.yaml, warm start on), spelled as model args
-RUNNER_EMLOC = "method=emloc,chunk_size=8,search=bisect,warm_start=true"
+RUNNER_EMLOC = "method=emloc"  # conf/method/emloc.yaml, composed on both sides
 
 
 def lmms_cli(out_dir: Path, task: str, model_args: str, include: str = "lmms_tasks") -> subprocess.CompletedProcess:
@@ -53,9 +52,9 @@ def lmms_samples(out_dir: Path, task: str, proc: subprocess.CompletedProcess) ->
 
 
 def lmms_losses(out_dir: Path, task: str, proc: subprocess.CompletedProcess) -> tuple[float, list[list[float]]]:
-    """lmms-eval's accuracy and, per query, the loss of every choice."""
+    """lmms-eval's accuracy and, per query, the loss of every choice (logged as `["<loss>", "<is_greedy>"]`)."""
     accuracy, rows = lmms_samples(out_dir, task, proc)
-    return accuracy, [[ast.literal_eval(r)[0] for r in row["filtered_resps"]] for row in rows]
+    return accuracy, [[float(r[0]) for r in row["filtered_resps"]] for row in rows]
 
 
 def runner_losses(out_dir: Path, overrides: list[str], check: int = 4) -> tuple[float, list[int], list[list[float]]]:
@@ -97,9 +96,12 @@ def test_cli_easy_vqa_on_a_tiny_qwen2_vl_equals_the_runner(tmp_path):
     """Local image task (packaged easy-VQA images), tiny Qwen2-VL, EMLoC, 8 shots: 16 queries ranked over the 13
     answers (emloc_easy_vqa) and 8 answered by greedy generation (emloc_easy_vqa_gen), in one lmms-eval call."""
     tasks = "emloc_easy_vqa,emloc_easy_vqa_gen"
-    proc = lmms_cli(tmp_path / "lmms", tasks, f"source=tiny:qwen2_vl,num_fewshot=8,{RUNNER_EMLOC}")
+    shared = tmp_path / "runner" / "memories"  # the runner's memory cache, handed to lmms-eval
+    proc = lmms_cli(tmp_path / "lmms", tasks, f"source=tiny:qwen2_vl,num_fewshot=8,{RUNNER_EMLOC},memory_dir={shared}")
+    assert len(list(shared.glob("*/memory.json"))) == 1  # lmms-eval built the task memory once, for both tasks
     easy_vqa = ["task=easy_vqa", "model=tiny_qwen2_vl", "method=emloc", "task.num_shots=8", "task.loader.max_pool=400"]
     ours = runner_losses(tmp_path / "runner", [*easy_vqa, "task.num_queries=16"])
+    assert json.loads(next((tmp_path / "runner" / "runs").glob("*/metrics.json")).read_text())["memory_cached"]
     assert_same_run(lmms_losses(tmp_path / "lmms", "emloc_easy_vqa", proc), ours, 16)
     # generation: the runner answers one query at a time here, as lmms-eval (batch size 1) does
     gen = runner.run(
@@ -172,7 +174,7 @@ def test_entry_point_resolves_the_emloc_model():
     assert EmlocTask.__module__ == "emloc.integrations.lmms_eval.task"
     with pytest.raises(ValueError, match="unknown method 'annealing'"):
         EMLoCLMM(source="tiny:llama", method="annealing")
-    with pytest.raises(ValueError, match="unknown model_args"):
+    with pytest.raises(ValueError, match="deltaa"):  # not a parameter of the method
         EMLoCLMM(source="tiny:llama", deltaa=0.1)
 
 
@@ -247,7 +249,7 @@ def test_rices_through_lmms_eval_matches_rices_evaluate(lmms):
     pool, queries = bridge_splits(task, 16, task_cfg.query_seed)
     rows = rices.evaluate(rices.RICES(k=4, embedder="text"), model.adapter, task, pool, queries[:6])
     samples = sorted(out["samples"]["emloc_iso3166"], key=lambda s: s["doc_id"])
-    losses = [[ast.literal_eval(r)[0] for r in s["filtered_resps"]] for s in samples]  # "(loss, is_greedy)" strings
+    losses = [[r[0] for r in s["filtered_resps"]] for s in samples]  # (loss, is_greedy) pairs (see compat)
     picked = [q.choices[min(range(len(v)), key=v.__getitem__)] for q, v in zip(queries, losses)]
     assert picked == [r["prediction"] for r in rows]
     assert out["results"]["emloc_iso3166"]["accuracy,none"] == pytest.approx(
@@ -263,14 +265,8 @@ def test_paper_tasks_fail_fast_in_lmms_eval_naming_the_dataset(monkeypatch, tmp_
     monkeypatch.setenv("EMLOC_DATA", str(tmp_path))  # no local ImageNet / YouCook2 copies
     manager = TaskManager("ERROR", include_path=str(ROOT / "lmms_tasks" / "paper"), include_defaults=False)
     assert {f"emloc_{t}" for t in PAPER} | {"emloc_paper"} <= set(manager.all_tasks)
-    names = {
-        "imagenet100": "ImageNet100",
-        "illusionvqa": "csebuetnlp/illusionVQA-Soft-Localization",
-        "mme_realworld_lite": "yifanzhang114/MME-RealWorld-lite-lmms-eval",
-        "ok_vqa": "lmms-lab/OK-VQA",
-        "screenspot_rec": "rootsautomation/ScreenSpot",
-        "youcook2": "lmms-lab/YouCook2",
-    }
+    from tests.run.test_configs import PAPER_DATA as names
+
     for task in PAPER:
         with pytest.raises(DatasetUnavailableError, match=names[task].replace(".", r"\.")) as err:
             manager.load_task_or_group([f"emloc_{task}"])

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from emloc import storage
 from emloc.data.base import Example, Task
+from emloc.storage import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,7 @@ def carve_fewshot_pool(n: int, size: int = POOL_SIZE, seed: int = POOL_SEED) -> 
 
 
 def cache_root(override: str | None = None) -> Path:
-    if override:
-        return Path(override).expanduser()
-    return Path(os.environ.get("EMLOC_CACHE") or Path.home() / ".cache" / "emloc") / "datasets"
+    return Path(override).expanduser() if override else storage.cache_root() / "datasets"
 
 
 def _offline() -> bool:
@@ -65,12 +65,6 @@ def _image_suffix(data: bytes) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return ".webp"
     return ".img"
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
 
 
 @dataclass
@@ -197,7 +191,7 @@ class HFPaperTask(Task):
                 raise DatasetUnavailableError(f"{self.name}: row {i} of dataset {self.dataset!r} has no image data")
             target = folder / f"{i:06d}{_image_suffix(data)}"
             if not target.is_file():
-                _atomic_write(target, data)
+                atomic_write(target, data)
             out.append([str(target)])
         return out
 

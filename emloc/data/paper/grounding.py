@@ -1,43 +1,21 @@
 """The paper's grounding and video benchmarks: ScreenSpot REC (GUI element boxes) and YouCook2 (captions).
 
 Both are `HFPaperTask`s (100-document demo pool carved from the evaluated split with seed 42). ScreenSpot is
-scored per query by the predicted box (centre inside the target, IoU, ACC@t); YouCook2 clips are shown as
-`num_frames` uniformly spaced frames (decoded with PyAV) and scored by ROUGE-L per caption. Deliberately not
-done here: video tokens (the reference feeds Qwen2-VL video input), corpus-level caption metrics (BLEU, METEOR,
-CIDEr) and LLM judges.
+scored per query by the predicted box (centre inside the target, IoU, ACC@t); a YouCook2 example carries its
+clip as a video file, which the model sees through Qwen2-VL's video input (`num_frames` uniformly sampled frames,
+decoded with PyAV when rendered, as the reference feeds it), and is scored by ROUGE-L per caption. Deliberately
+not done here: decoding (`emloc.video`), corpus-level caption metrics (BLEU, METEOR, CIDEr) and LLM judges.
 """
 
 from __future__ import annotations
 
-import re
-import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from emloc.data.base import Example
-from emloc.data.paper.common import DatasetUnavailableError, HFPaperTask, cache_root
-
-_BOX = re.compile(
-    r"[\[(]\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*[\])]"
-)
-
-
-def parse_box(text: str) -> list[float] | None:
-    """The first four comma-separated numbers in () or []; values on a 0-1000 grid are rescaled to [0, 1]."""
-    match = _BOX.search(str(text))
-    if not match:
-        return None
-    box = [float(v) for v in match.groups()]
-    return [v / 1000 for v in box] if max(box) > 1 else box
-
-
-def box_iou(a: list[float], b: list[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]) + max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+from emloc.data.paper.common import DatasetUnavailableError, HFPaperTask
+from emloc.metrics import BOX_THRESHOLDS, box_iou, box_scores, parse_box, rouge_l  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -55,10 +33,9 @@ class ScreenSpotRECTask(HFPaperTask):
     )
 
     name = "screenspot_rec"
-    metric = "box"
     DATASET = "rootsautomation/ScreenSpot"
     SPLIT = "test"
-    THRESHOLDS: ClassVar[tuple[float, ...]] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    THRESHOLDS: ClassVar[tuple[float, ...]] = BOX_THRESHOLDS
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -84,44 +61,18 @@ class ScreenSpotRECTask(HFPaperTask):
         )
 
     def scores(self, example: Example, prediction: str) -> dict[str, float]:
-        target, pred = example.meta.get("bbox") or parse_box(example.answer), parse_box(prediction)
-        if pred is None:
-            return {"iou": 0.0, "center_acc": 0.0, **{f"acc@{t}": 0.0 for t in self.THRESHOLDS}}
-        iou = box_iou(pred, target)
-        cx, cy = (pred[0] + pred[2]) / 2, (pred[1] + pred[3]) / 2
-        center = float(target[0] <= cx <= target[2] and target[1] <= cy <= target[3])
-        return {"iou": iou, "center_acc": center, **{f"acc@{t}": float(iou >= t) for t in self.THRESHOLDS}}
+        return box_scores(prediction, example)
 
-    def score(self, example: Example, prediction: str) -> float:
-        return self.scores(example, prediction)[self.box_metric]
-
-
-def rouge_l(prediction: str, reference: str, beta: float = 1.2) -> float:
-    """ROUGE-L F-measure on lowercased, punctuation-free word tokens (beta 1.2, as in the COCO caption toolkit)."""
-
-    def words(text: str) -> list[str]:
-        return "".join(" " if c in string.punctuation else c for c in str(text).lower()).split()
-
-    a, b = words(prediction), words(reference)
-    if not a or not b:
-        return 0.0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    lcs = prev[-1]
-    if lcs == 0:
-        return 0.0
-    p, r = lcs / len(a), lcs / len(b)
-    return (1 + beta**2) * p * r / (r + beta**2 * p)
+    @property
+    def metric(self) -> str:  # the registered metric of the chosen box score
+        return f"box_{self.box_metric}"
 
 
 @dataclass
 class YouCook2Task(HFPaperTask):
-    """YouCook2 val captioning. A video becomes `num_frames` uniformly spaced frames shown as images (the paper feeds
-    Qwen2-VL video tokens instead), decoded with PyAV (`pip install av`) from `video_root`."""
+    """YouCook2 val captioning. Each example carries its video file (`videos=(path,)`, under `video_root`); the
+    renderer samples `num_frames` uniformly spaced frames (PyAV, `pip install 'emloc[video]'`) and the model
+    sees them as one video (Qwen2-VL video tokens, 2 frames per temporal patch), as in the paper."""
 
     video_root: str | None = None
     num_frames: int = 8
@@ -147,40 +98,17 @@ class YouCook2Task(HFPaperTask):
             )
         return super().rows()
 
-    def frames(self, video: Path, index: int) -> list[str]:
-        folder = cache_root(self.image_cache) / self.name / f"frames{self.num_frames}" / video.stem
-        paths = [folder / f"{k:02d}.jpg" for k in range(self.num_frames)]
-        if all(p.is_file() for p in paths):
-            return [str(p) for p in paths]
-        try:
-            import av
-        except ImportError as err:
-            raise RuntimeError(
-                f"{self.name}: decoding the YouCook2 videos needs PyAV (`pip install av`): {err}"
-            ) from err
+    def example(self, row, index, images):
+        video = Path(self.video_root).expanduser() / row["video_path"]
         if not video.is_file():
             raise DatasetUnavailableError(
                 f"{self.name}: video {video} of dataset {self.dataset!r} (row {index}) not found"
             )
-        with av.open(str(video)) as container:
-            decoded = [f.to_image() for f in container.decode(video=0)]
-        if not decoded:
-            raise ValueError(f"{self.name}: no frames decoded from {video}")
-        picks = [round(k * (len(decoded) - 1) / max(1, self.num_frames - 1)) for k in range(self.num_frames)]
-        folder.mkdir(parents=True, exist_ok=True)
-        for p, k in zip(paths, picks):
-            decoded[k].convert("RGB").save(p, format="JPEG", quality=95)
-        return [str(p) for p in paths]
-
-    def example(self, row, index, images):
-        video = Path(self.video_root).expanduser() / row["video_path"]
         return Example(
             uid=f"{self.name}/{index}",
             question=self.PROMPT,
             answer=str(row["sentence"]).strip(),
-            images=tuple(self.frames(video, index)),
+            videos=(str(video),),
+            num_frames=self.num_frames,
             meta={"index": index, "video": str(video)},
         )
-
-    def score(self, example: Example, prediction: str) -> float:
-        return rouge_l(prediction, example.answer)

@@ -8,7 +8,6 @@ Prompts and answer formats follow the reference's task definitions (method.md §
 from __future__ import annotations
 
 import json
-import re
 import string
 from collections import Counter
 from dataclasses import dataclass
@@ -100,15 +99,6 @@ class ImageNet100Task(Task):
             raise ValueError(f"num_shots={num_shots} exceeds the {len(pool)} demonstrations of task {self.name!r}")
         return Split(demos=pool[:num_shots], queries=base.queries)
 
-    def score(self, example: Example, prediction: str) -> float:
-        """The paper's rule: lowercase, remove '.' and spaces from both; correct if the truth is in the prediction."""
-
-        def squash(text: str) -> str:
-            return str(text).lower().replace(".", "").replace(" ", "")
-
-        truth = squash(example.answer)
-        return float(bool(truth) and truth in squash(prediction))
-
 
 @dataclass
 class IllusionVQATask(HFPaperTask):
@@ -137,14 +127,6 @@ class IllusionVQATask(HFPaperTask):
             images=tuple(images),
             meta={"index": index, "num_options": len(options)},
         )
-
-    def score(self, example: Example, prediction: str) -> float:
-        """The reference's filter: a leading 'X.' gives the letter, else the whole reply (case and punctuation
-        ignored) must equal the letter."""
-        match = re.match(r"^\s*([A-Z])\.", str(prediction))
-        got = match.group(1) if match else str(prediction)
-        clean = "".join(c for c in got if c not in string.punctuation).strip().lower()
-        return float(clean == example.answer.lower())
 
 
 @dataclass

@@ -12,21 +12,24 @@ each request): lmms-eval's `ctx` string and its text-only few-shot machinery are
 | key | default | meaning |
 |---|---|---|
 | `source` | `tiny:qwen2_vl` | model for `emloc.models.loading.load` (`packaged:smollm2-135m-instruct`, a hub id, a folder) |
-| `method` | `emloc` | `emloc`, `full_context` (alias `mloc`), `zero_shot`, `rices`, or a fixed-ratio baseline (`snapkv`, `h2o`, `pyramidkv`, `streamingllm`, `random`) |
+| `method` | `emloc_paper` | any `conf/method/<option>.yaml` (composed as the runner composes it: `emloc_paper`, `emloc`, `full_context` (alias `mloc`), `zero_shot`, the baselines ...), or `rices` |
 | `num_fewshot` | `metadata.emloc.num_shots`, else 20 | demonstrations (unused by `zero_shot`; `rices` retrieves from the whole split) |
 | `demo_seed` | `metadata.emloc.demo_seed`, else 42 | demos = `random.Random(demo_seed).sample(range(len(split)), num_fewshot)` |
 | `demo_order` | `metadata.emloc.demo_order`, else `sample` | `sample` (above) or `first` (the first k docs, the reference's ImageNet rule) |
-| `fewshot_split` | the task's `fewshot_split` | split holding the demonstrations |
-| `chunk_size` | `metadata.emloc.chunk_size`, else 4 | demos per chunk (`none`: one chunk; `full_context` always encodes in one pass unless set) |
-| `js_threshold` (`delta`), `keep_ratios` | 0.005, `0.1/0.2/0.5` | δ and the ladder (`/`-separated: commas separate model args) |
-| `search`, `warm_start`, `pool_kernel` | `greedy`, `false`, 5 | EMLoC search (the reference's: greedy, no warm start) |
-| `keep_ratio` | 0.2 | fixed-ratio baselines |
+| `fewshot_split` | the task's `fewshot_split` | split holding the demonstrations (never the evaluated split) |
+| `chunk_size` | `metadata.emloc.chunk_size`, else the method's YAML | demos per chunk (`none`: one chunk) |
+| any parameter of the method | its YAML | e.g. `js_threshold` (alias `delta`), `keep_ratios` (`/`-separated: commas separate model args), `warm_search`, `keep_ratio` |
 | `rices_k`, `rices_embedder`, `rices_order` | 5, `default`, `most_similar_first` | RICES (`emloc.rices`) |
 | `dtype`, `device`, `attn`, `seed` | `float32`, `cpu`, `sdpa`, 0 | backend (paper: `bfloat16`, `cuda`, `sdpa`) |
 | `min_pixels`, `max_pixels` | the model's | image resolution of Qwen-VL hub models |
 | `batch_size` | 1 | queries decoded together (packed; the memory is never copied) |
 | `max_new_tokens` | the task's `generation_kwargs`, else 128 | decoding budget (decoding is always greedy) |
-| `memory_dir` | none | persist / reuse task memories there (keyed by model, method, demos, instruction) |
+| `memory_dir` | none | persist / reuse task memories there: the runner's cache layout and key (`emloc.memory.memory_key`), so `memory_dir=<outputs>/memories` shares the runner's memories |
+
+A `fewshot_split` equal to the evaluated split is refused (ValueError naming task and split), not filtered: the
+memory is built once per task, so excluding the queries would make the demonstrations depend on `--limit` and on
+the rank's shard, and the other queries' answers would still be in it; RICES would retrieve the query itself.
+Split the data, or use `method=zero_shot`, which reads no demonstrations.
 
 `loglikelihood` returns `(negative log-likelihood, is_greedy)`: lmms-eval's `multiple_choice` scoring takes the
 argmin over the choices, i.e. it expects a loss, as its built-in models return. A continuation is scored as the
@@ -36,8 +39,6 @@ assistant's answer turn (answer tokens + end of turn) after the task's `target_d
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 import re
@@ -52,12 +53,11 @@ from tqdm.auto import tqdm
 
 from emloc.data.base import Example
 from emloc.generate import answer, generate, loglikelihood
+from emloc.integrations.lmms_eval import compat
 from emloc.models.loading import load
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("snapkv", "h2o", "pyramidkv", "streamingllm", "random")
-METHODS = ("emloc", "full_context", "zero_shot", "rices", *BASELINES)
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
@@ -80,6 +80,13 @@ def parse_ratios(value: Any) -> tuple[float, ...]:
     if isinstance(value, (list, tuple)):
         return tuple(float(v) for v in value)
     return tuple(float(p) for p in re.split(r"[/:;\s]+", str(value).strip("[]() ")) if p)
+
+
+def _hydra(value: Any) -> str:
+    """A model-arg value as a Hydra override value (lists in brackets)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)
 
 
 def _norm(text: str) -> str:
@@ -106,19 +113,13 @@ class EMLoCLMM(lmms):
     def __init__(
         self,
         source: str = "tiny:qwen2_vl",
-        method: str = "emloc",
+        method: str = "emloc_paper",
         num_fewshot: Any = None,
         demo_seed: Any = None,
         demo_order: Any = None,
         fewshot_split: Any = None,
         chunk_size: Any = "auto",
-        js_threshold: float = 0.005,
         delta: Any = None,
-        keep_ratios: Any = "0.1/0.2/0.5",
-        pool_kernel: int = 5,
-        search: str = "greedy",
-        warm_start: Any = False,
-        keep_ratio: float = 0.2,
         rices_k: int = 5,
         rices_embedder: str = "default",
         rices_order: str = "most_similar_first",
@@ -128,35 +129,28 @@ class EMLoCLMM(lmms):
         seed: int = 0,
         min_pixels: Any = None,
         max_pixels: Any = None,
+        max_num_frames: Any = None,
         batch_size: Any = 1,
         max_new_tokens: Any = None,
         memory_dir: Any = None,
         show_progress: Any = False,
-        **unknown: Any,
+        **method_params: Any,
     ) -> None:
         super().__init__()
-        unknown.pop("max_batch_size", None)  # lmms-eval's own CLI extra
-        if unknown:
-            raise ValueError(f"emloc: unknown model_args {sorted(unknown)} (see emloc.integrations.lmms_eval.model)")
+        compat.apply()  # lmms-eval 0.7.x: native multiple_choice / loglikelihood tasks (see compat)
+        method_params.pop("max_batch_size", None)  # lmms-eval's own CLI extra
         self.method_name = {"mloc": "full_context"}.get(str(method).lower(), str(method).lower().replace("-", "_"))
-        if self.method_name not in METHODS:
-            raise ValueError(f"emloc: unknown method {method!r}; use one of {', '.join(METHODS)}")
         if _none(demo_order) not in (None, "sample", "first"):
             raise ValueError(f"emloc: demo_order must be sample or first, got {demo_order!r}")
         self.num_fewshot, self.demo_seed, self.demo_order = _int(num_fewshot), _int(demo_seed), _none(demo_order)
-        self.fewshot_split = _none(fewshot_split)
+        self.fewshot_split, self.max_num_frames = _none(fewshot_split), _int(max_num_frames)
         self.chunk_size = "auto" if chunk_size == "auto" else _int(chunk_size)
-        self.method_args = {
-            "js_threshold": float(js_threshold if _none(delta) is None else delta),
-            "keep_ratios": parse_ratios(keep_ratios),
-            "pool_kernel": int(pool_kernel),
-            "search": str(search),
-            "warm_start": _bool(warm_start),
-            "keep_ratio": float(keep_ratio),
-            "k": int(rices_k),
-            "embedder": str(rices_embedder),
-            "order": str(rices_order),
-        }
+        if _none(delta) is not None:
+            method_params["js_threshold"] = delta
+        if "keep_ratios" in method_params:
+            method_params["keep_ratios"] = list(parse_ratios(method_params["keep_ratios"]))
+        self.method_params = method_params
+        self.rices_args = {"k": int(rices_k), "embedder": str(rices_embedder), "order": str(rices_order)}
         self.batch_size_per_gpu = max(1, int(batch_size)) if str(batch_size).isdigit() else 1
         self.max_new_tokens, self.memory_dir = _int(max_new_tokens), _none(memory_dir)
         self.show_progress, self.source = _bool(show_progress), str(source)
@@ -177,37 +171,33 @@ class EMLoCLMM(lmms):
 
     # --------------------------------------------------------------------------------------------- the method
     def _make_method(self, meta: dict):
-        from emloc import baselines
-        from emloc.compress import EMLoC, FullContext, ZeroShot
-        from emloc.rices import RICES
+        """The method composed from `conf/method/<method>.yaml` exactly as the runner composes it, with the model
+        args that name its parameters (and the task's `metadata.emloc.chunk_size`) as overrides; or RICES."""
+        from hydra.utils import get_class, instantiate
 
-        a, chunk, progress = self.method_args, self.chunk_size, {"show_progress": self.show_progress}
-        if chunk == "auto":
-            chunk = None if self.method_name == "full_context" else int(meta.get("chunk_size") or 4)
-        if self.method_name == "emloc":
-            return EMLoC(
-                chunk_size=chunk,
-                js_threshold=a["js_threshold"],
-                keep_ratios=a["keep_ratios"],
-                pool_kernel=a["pool_kernel"],
-                search=a["search"],
-                warm_start=a["warm_start"],
-                **progress,
-            )
-        if self.method_name == "full_context":
-            return FullContext(chunk_size=chunk, **progress)
-        if self.method_name == "zero_shot":
-            return ZeroShot(**progress)
+        from emloc.rices import RICES
+        from emloc.runner import compose
+        from emloc.storage import conf_dir
+
         if self.method_name == "rices":
-            return RICES(k=a["k"], embedder=a["embedder"], order=a["order"], **progress)
-        cls = {
-            "snapkv": baselines.SnapKV,
-            "h2o": baselines.H2O,
-            "pyramidkv": baselines.PyramidKV,
-            "streamingllm": baselines.StreamingLLM,
-            "random": baselines.RandomKeep,
-        }[self.method_name]
-        return cls(keep_ratio=a["keep_ratio"], chunk_size=chunk, **progress)
+            return RICES(**self.rices_args, show_progress=self.show_progress)
+        options = sorted(p.stem for p in (conf_dir() / "method").glob("*.yaml"))
+        if self.method_name not in options:
+            raise ValueError(f"emloc: unknown method {self.method_name!r}; use one of {', '.join([*options, 'rices'])}")
+        params = dict(self.method_params)
+        compresses = get_class(compose([f"method={self.method_name}"]).method._target_).compresses
+        if self.chunk_size != "auto":
+            params["chunk_size"] = self.chunk_size
+        elif meta.get("chunk_size") and compresses:  # the task's reference chunk (the full context: one pass)
+            params["chunk_size"] = int(meta["chunk_size"])
+        overrides = [f"method={self.method_name}"] + [f"++method.{k}={_hydra(v)}" for k, v in params.items()]
+        try:
+            return instantiate(compose(overrides).method, show_progress=self.show_progress)
+        except Exception as err:  # Hydra wraps the dataclass' own error: name the root cause
+            root = err
+            while root.__cause__ is not None:
+                root = root.__cause__
+            raise ValueError(f"emloc: method {self.method_name!r} with {params}: {root}") from None
 
     # --------------------------------------------------------------------------------------------- docs -> examples
     @staticmethod
@@ -220,18 +210,31 @@ class EMLoCLMM(lmms):
             )
         return task
 
-    def _images(self, task_name: str, visuals: Any) -> tuple:
+    def _images(self, task_name: str, visuals: Any, task: Any = None) -> dict[str, Any]:
+        """The `Example` fields of a doc's visuals: images, and video files (.mp4, ...) as videos.
+
+        A video is sampled to `max_num_frames` uniformly spaced frames when rendered: the model arg if set, else
+        the task's `metadata.max_num_frames` (or `metadata.emloc.max_num_frames`), else 8.
+        """
+        images, videos = [], []
         for v in visuals or []:
-            if isinstance(v, str) and v.lower().endswith(VIDEO_SUFFIXES):
-                raise NotImplementedError(
-                    f"emloc: task {task_name!r} shows a video ({v}); the engine takes images "
-                    "only (sample frames as images, as emloc.data.paper.YouCook2Task does)"
-                )
             if isinstance(v, dict):
                 raise NotImplementedError(f"emloc: task {task_name!r} has a non-image input ({sorted(v)})")
+            if isinstance(v, (str, Path)) and str(v).lower().endswith(VIDEO_SUFFIXES):
+                videos.append(str(v))
+            else:
+                images.append(v)
         if visuals and not self.adapter.multimodal:
-            raise ValueError(f"emloc: task {task_name!r} shows images but model {self.source!r} is text-only")
-        return tuple(visuals or ())
+            raise ValueError(f"emloc: task {task_name!r} shows images or videos but model {self.source!r} is text-only")
+        meta = getattr(getattr(task, "config", None), "metadata", None)
+        meta = meta if isinstance(meta, dict) else {}
+        frames = (
+            self.max_num_frames
+            or _int(meta.get("max_num_frames"))
+            or _int((meta.get("emloc") or {}).get("max_num_frames"))
+            or 8
+        )
+        return {"images": tuple(images), "videos": tuple(videos), "num_frames": frames}
 
     @staticmethod
     def _target(task, doc) -> str:
@@ -251,7 +254,7 @@ class EMLoCLMM(lmms):
             uid=str(uid or f"{name}/{split}/{index}"),
             question=str(task.doc_to_text(doc)),
             answer=answer_text,
-            images=self._images(name, task.doc_to_visual(doc)),
+            **self._images(name, task.doc_to_visual(doc), task),
         )
 
     # --------------------------------------------------------------------------------------------- per-task memory
@@ -265,10 +268,10 @@ class EMLoCLMM(lmms):
         instruction = meta.get("instruction") or (str(getattr(task.config, "description", "") or "").strip() or None)
         method = self._make_method(meta)
         state = _TaskState(name, task, instruction, self.adapter.renderer(instruction), method)
-        if self.method_name == "zero_shot":
+        if not getattr(method, "uses_demos", True):  # zero-shot: the memory is the system turn alone
             state.memory = method.build(self.adapter, [], instruction)
         else:
-            split, docs = self._fewshot_docs(name, task, meta)
+            split, docs = self._fewshot_docs(name, task, meta, request.args[-1])
             if self.method_name == "rices":
                 state.index = method.index(
                     [self._example(name, task, docs[i], split, i, True) for i in range(len(docs))]
@@ -294,11 +297,12 @@ class EMLoCLMM(lmms):
         self.states[name] = state
         return state
 
-    def _fewshot_docs(self, name: str, task, meta: dict):
+    def _fewshot_docs(self, name: str, task, meta: dict, query_split: str):
         split = self.fewshot_split or getattr(task.config, "fewshot_split", None) or meta.get("fewshot_split")
-        if split is None:
+        if split is None or split == query_split:
+            why = "declares no fewshot_split" if split is None else f"draws demos from {split!r}, the evaluated split"
             raise ValueError(
-                f"emloc: task {name!r} declares no fewshot_split; set `fewshot_split:` in its YAML or pass "
+                f"emloc: task {name!r} {why}; set `fewshot_split:` (another split) in its YAML or pass "
                 "fewshot_split=<split> in --model_args"
             )
         dataset = self.task_dict.get(name) or getattr(task, "dataset", None)
@@ -310,23 +314,12 @@ class EMLoCLMM(lmms):
         return split, dataset[split]
 
     def _memory(self, state: _TaskState):
-        from emloc.memory import TaskMemory
-
+        """Built, or loaded from `memory_dir` (the runner's cache layout and key: both reach the same entries)."""
         if not self.memory_dir:
             return state.method.build(self.adapter, state.demos, state.instruction)
-        key = {
-            **self.adapter.signature(),
-            "method": state.method.name,
-            **state.method.params(),
-            "instruction": state.instruction,
-            "demos": [d.uid for d in state.demos],
-        }
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        folder, a = Path(self.memory_dir) / digest, self.adapter
-        if (folder / "memory.json").is_file():
-            return TaskMemory.load(folder, expect=a.signature(), device=a.device, dtype=a.dtype)
-        memory = state.method.build(self.adapter, state.demos, state.instruction)
-        memory.save(folder)
+        from emloc.runner import build_memory
+
+        memory, _ = build_memory(state.method, state.demos, state.instruction, self.adapter, Path(self.memory_dir))
         return memory
 
     def _query(self, state: _TaskState, request) -> Example:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from emloc import report
+from emloc.analysis import loading
 
 SEEDS, DELTAS = (0, 1), (0.01, 0.05)
 
@@ -52,6 +53,7 @@ def sweeps_dir(tmp_path, seeds=SEEDS):
     d = tmp_path / "sweeps"
     d.mkdir(exist_ok=True)
     (d / "t.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - /config\n  - override /debug: tiny\n  - _self_\n"
         "sweep_name: t\nhydra:\n  sweeper:\n    params:\n"
         f"      method.js_threshold: {','.join(map(str, DELTAS))}\n      task.demo_seed: {','.join(map(str, seeds))}\n"
     )
@@ -63,11 +65,14 @@ def test_run_folders_and_wandb_offline_files_give_the_same_rows(out, wandb_runs,
     by_path = {}
     for r in wandb_runs:  # already read by the fixture: hand them back instead of re-running `wandb leet inspect`
         by_path[str(next(out.glob(f"runs/{r['summary']['signature']}/wandb/*/run-*.wandb")).resolve())] = r
-    monkeypatch.setattr(report, "read_wandb_run", lambda p: by_path[str(p)])
+    monkeypatch.setattr(loading, "read_wandb_run", lambda p: by_path[str(p)])
     folders, wandb_files = report.load_runs(out, "t"), report.load_wandb_offline(out, "t")
     pd.testing.assert_frame_equal(folders, wandb_files, check_exact=True)
     assert len(folders) == len(SEEDS) * len(DELTAS) and folders["signature"].is_unique
-    assert set(folders["method"]) == {"emloc"} and set(folders["method.js_threshold"]) == set(DELTAS)
+    assert set(folders["method"]) == {"EMLoC, warm bisect search, answer rows only"} and set(
+        folders["method_option"]
+    ) == {"emloc"}
+    assert set(folders["method.js_threshold"]) == set(DELTAS)
     for key in report.METRICS:
         assert key in folders
     run = json.loads((out / "runs" / folders["signature"][0] / "metrics.json").read_text())
@@ -78,7 +83,8 @@ def test_wandb_api_rows_are_normalised_like_the_others(out, wandb_runs, monkeypa
     """The public API returns the same summary/config dicts as the offline files (W&B media entries included)."""
     assert len(wandb_runs) == 4 and {r["state"] for r in wandb_runs} == {"finished"}
     monkeypatch.setattr(
-        "emloc.tracking.fetch_runs", lambda project, entity, group: [(r["summary"], r["config"]) for r in wandb_runs]
+        "emloc.tracking.fetch_runs",
+        lambda project, entity, group: [(r["summary"], r["config"], r.get("start_time", "")) for r in wandb_runs],
     )
     api = report.load_wandb_api("emloc", sweep="t")
     pd.testing.assert_frame_equal(api, report.load_runs(out, "t"), check_exact=True)
@@ -181,18 +187,37 @@ def test_unfinished_runs_are_named(out, tmp_path):
     assert "started but not finished (1): 0123456789ab" in status
 
 
-def test_missing_sweep_is_a_clear_message_not_a_traceback(out, tmp_path, capsys):
-    assert report.main(["smoke_ablate_chunk_size", "--output-dir", str(out), "--out", str(tmp_path / "r")]) == 2
+def test_deleted_run_is_named_exactly(out, tmp_path):
+    """Completeness is by signature: with one finished run removed, the report names exactly that grid point."""
+    copy = tmp_path / "out"
+    shutil.copytree(out / "runs", copy / "runs", symlinks=True)
+    df = report.load_runs(copy, "t")
+    gone = df[(df["task.demo_seed"] == 1) & (df["method.js_threshold"] == 0.05)]["signature"].item()
+    shutil.rmtree(copy / "runs" / gone)
+    sweep = report.load_sweep(copy, "t", sweeps_dir=sweeps_dir(tmp_path))
+    assert sweep.expected == 4 and sweep.missing == ["method.js_threshold=0.05 task.demo_seed=1"]
+
+
+def test_empty_or_unknown_sweep_is_a_clear_message_not_a_traceback(out, tmp_path, capsys):
+    # a sweep file but no finished run: every expected run is named missing, with the command that runs it
+    assert report.main(["smoke_ablate_chunk_size", "--output-dir", str(out), "--out", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err
-    assert "none of sweep 'smoke_ablate_chunk_size'" in err and "sweeps present: t (4 runs)" in err
+    assert "PARTIAL: 9 of 9 expected runs are missing" in err and "method.chunk_size=1 task.demo_seed=0" in err
     assert "--config-name smoke/ablate_chunk_size" in err and "Traceback" not in err
+    # no sweep file and no run of that name: the sweeps that are present
+    assert report.main(["nothing_here", "--output-dir", str(out), "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "none of sweep 'nothing_here'" in err and "sweeps present: t (4 runs)" in err and "Traceback" not in err
     assert report.main(["t", "--output-dir", str(tmp_path / "nowhere")]) == 2
     assert "no run folders at" in capsys.readouterr().err
-    assert not (tmp_path / "r").exists()
+    assert not (tmp_path / "q").exists()
 
 
 def test_report_imports_neither_torch_nor_wandb():
-    code = "import sys, emloc.report, emloc.figures, emloc.cli; print(sorted({'torch', 'wandb'} & set(sys.modules)))"
+    code = (
+        "import sys, emloc.report, emloc.analysis.figures, emloc.analysis.tables, emloc.cli;"
+        "print(sorted({'torch', 'wandb', 'hydra'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

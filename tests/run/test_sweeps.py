@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from emloc.storage import REPO
+
+ROOT = REPO
 SWEEPS = sorted(str(p.relative_to(ROOT / "sweeps").with_suffix("")) for p in (ROOT / "sweeps").rglob("*.yaml"))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
 
@@ -36,23 +38,24 @@ def test_sweep_file_composes(name, tmp_path):
 
 
 def test_local_multirun_survives_a_failing_point_and_reruns_do_nothing(tmp_path):
-    args = [
-        "-m",
-        "debug=tiny",
-        "method.js_threshold=0.01,-1",
-        "sweep_name=fail_test",
-        f"hydra.sweep.dir={tmp_path}/sweep",
-    ]
+    """An invalid point is named before anything is queued (plan.json), a point that fails while running does not
+    stop the others (status files), and a rerun launches nothing that is finished."""
+    args = ["-m", "debug=tiny", "method.js_threshold=0.01,-1", "model.source=tiny:llama,tiny:nope",
+            "sweep_name=fail_test", f"hydra.sweep.dir={tmp_path}/sweep"]  # fmt: skip
     out = run_py(*args, output_dir=tmp_path, check=False)
-    assert out.returncode != 0  # the sweep reports its failure ...
+    assert out.returncode != 0  # the sweep reports its failures ...
     done = list(tmp_path.glob("runs/*/metrics.json"))
     assert len(done) == 1  # ... after the good point finished
+    plan = json.loads((tmp_path / "sweep" / "plan.json").read_text())
+    invalid = [p for p in plan if p["status"] == "invalid"]
+    assert len(invalid) == 2 and all("js_threshold must be a number >= 0, got -1" in p["error"] for p in invalid)
+    assert "2 grid point(s) invalid and not run" in out.stderr + out.stdout
     status = {json.loads(p.read_text())["status"] for p in (tmp_path / "sweep" / "status").glob("*.json")}
-    assert status == {"COMPLETED", "FAILED"}
+    assert status == {"COMPLETED", "FAILED"}  # the two valid points ran; the unknown model failed while running
     from emloc.runner import sweep_status
 
     table, failed = sweep_status(tmp_path / "sweep")
-    assert failed == 1 and "js_threshold must be a number >= 0, got -1" in table
+    assert failed == 1 and "nope" in table
     mtime = done[0].stat().st_mtime_ns
     again = run_py("-m", "debug=tiny", "method.js_threshold=0.01", "sweep_name=fail_test", output_dir=tmp_path)
-    assert "is finished" in again.stderr + again.stdout and done[0].stat().st_mtime_ns == mtime
+    assert "0 to run, 1 finished" in again.stderr + again.stdout and done[0].stat().st_mtime_ns == mtime

@@ -127,3 +127,16 @@ def test_aggregate() -> None:
         metrics.aggregate([])
     with pytest.raises(ValueError, match="row 1"):
         metrics.aggregate([{"correct": 1}, {"score": 1}])
+
+
+def test_every_task_option_scores_with_a_registered_metric():
+    """`Task.metric` is always a key of `metrics.METRICS` (the paper tasks included: no free-text labels)."""
+    from hydra.utils import instantiate
+
+    from emloc.metrics import METRICS
+    from emloc.storage import conf_dir
+    from tests.conftest import compose
+
+    for option in sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml")):
+        task = instantiate(compose([f"task={option}"]).task.loader)  # builds the task object; loads no data
+        assert task.metric in METRICS, (option, task.metric)

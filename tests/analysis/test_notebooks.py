@@ -5,13 +5,12 @@ import json
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from emloc import report
+from emloc.storage import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 ANALYSIS = REPO / "analysis"
 STEMS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
 SEEDS = (0, 1)

@@ -1,6 +1,6 @@
 """Invariants of the core engine on tiny random models of every family (fp32, CPU, offline).
 
-pytest tests/test_engine.py
+pytest tests/engine/test_compress.py
 """
 
 import pytest
@@ -82,15 +82,13 @@ def test_mrope_offset_is_the_position_extent_not_the_token_count(qwen_vl, demos_
 
 
 @pytest.mark.parametrize(
-    "search, warm_start, warm_search",
-    [("greedy", True, "bisect"), ("bisect", False, "bisect"), ("greedy", True, "path")],
+    "search, warm_search",
+    [("greedy", "bisect"), ("bisect", None), ("greedy", "path"), ("greedy", None)],
 )
-def test_every_accepted_layer_meets_the_bound_and_stats_match(llama, search, warm_start, warm_search):
+def test_every_accepted_layer_meets_the_bound_and_stats_match(llama, search, warm_search):
     demos = make_demos(9)
     delta = 0.02
-    memory = EMLoC(
-        chunk_size=3, js_threshold=delta, search=search, warm_start=warm_start, warm_search=warm_search
-    ).build(llama, demos, INSTR)
+    memory = EMLoC(chunk_size=3, js_threshold=delta, search=search, warm_search=warm_search).build(llama, demos, INSTR)
     assert any(k < c.num_tokens for c in memory.chunks for k in c.kept), "nothing was pruned: the test is vacuous"
     for c in memory.chunks:
         for kept, js in zip(c.kept, c.js):
@@ -101,7 +99,7 @@ def test_every_accepted_layer_meets_the_bound_and_stats_match(llama, search, war
 def test_raising_the_threshold_never_keeps_more(llama):
     demos = make_demos(8)
     totals = [
-        sum(EMLoC(chunk_size=4, js_threshold=d, warm_start=False).build(llama, demos, INSTR).lengths())
+        sum(EMLoC(chunk_size=4, js_threshold=d).build(llama, demos, INSTR).lengths())
         for d in (0.0, 1e-4, 1e-3, 1e-2, 0.1)
     ]
     assert totals == sorted(totals, reverse=True) and totals[0] > totals[-1]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -24,11 +23,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from emloc import tables
-from emloc.tables import SEED, SweepError
-
-if TYPE_CHECKING:
-    from emloc.report import Sweep
+from emloc.analysis.frame import PARAM_LABELS, SEED, Sweep, SweepError, fmt_value, point_label, same_value, t975
+from emloc.analysis.stats import aggregate
 
 # figure kind → PNG file name
 KINDS = {
@@ -55,7 +51,6 @@ ERR_TEXT = {"minmax": "min–max over seeds", "ci95": "95 % CI of the mean", "st
 SPREAD_TEXT = {"minmax": "max − min", "ci95": "95 % CI half-width", "std": "std"}
 MARKERS = "osD^vP*Xh<>"
 KIND_COLOURS = {"template": "#7f7f7f", "image": "#2ca02c", "question": "#1f77b4", "answer": "#d62728"}
-NO_MEMORY_SEARCH = {"zeroshot", "fullcontext"}  # methods whose memory is not pruned: nothing per layer to show
 
 
 @contextmanager
@@ -86,7 +81,7 @@ def applicable(sweep: Sweep) -> list[str]:
         kinds.insert(0, "accuracy_vs_shots")
     if any(c != "method" for c in sweep.by):
         kinds.insert(0, "accuracy_vs_param")
-    if not set(sweep.runs["method"]) <= NO_MEMORY_SEARCH:
+    if sweep.runs["compresses"].any():  # a memory that is not pruned has nothing to show per layer
         kinds += ["kept_heatmap", "js_per_layer", "token_kinds"]
     return kinds
 
@@ -159,16 +154,13 @@ def _grid(n: int, width: float, height: float) -> tuple[Figure, list]:
 def _per_layer(sweep: Sweep) -> list[dict]:
     """The memory_stats rows of the runs with a pruned memory, per grid point (with its aggregate row and label)."""
     lf = sweep.layers()
-    if "method" in lf:
-        lf = lf[~lf["method"].isin(NO_MEMORY_SEARCH)]
+    lf = lf[lf["compresses"]]
     if lf.empty:
-        raise SweepError(
-            f"sweep {sweep.name!r} has no pruned memories (only {sorted(NO_MEMORY_SEARCH)}): nothing to show per layer"
-        )
+        raise SweepError(f"sweep {sweep.name!r} has no pruned memories (only zero-shot / full context runs)")
     groups = []
-    for _, point in tables.aggregate(sweep.runs[sweep.runs["signature"].isin(lf["signature"])], sweep.by).iterrows():
-        mask = np.logical_and.reduce([lf[c].map(lambda v, w=point[c]: tables.same_value(v, w)) for c in sweep.by])
-        groups.append({"point": point, "label": tables.point_label(point, sweep.by), "rows": lf[mask]})
+    for _, point in aggregate(sweep.runs[sweep.runs["signature"].isin(lf["signature"])], sweep.by).iterrows():
+        mask = np.logical_and.reduce([lf[c].map(lambda v, w=point[c]: same_value(v, w)) for c in sweep.by])
+        groups.append({"point": point, "label": point_label(point, sweep.by), "rows": lf[mask]})
     return groups
 
 
@@ -179,7 +171,7 @@ def _band(ax, x, per_seed: pd.DataFrame, colour, label, marker, err: str) -> Non
         lo, hi = per_seed.min(axis=1), per_seed.max(axis=1)
     else:
         n = per_seed.shape[1]
-        half = per_seed.std(axis=1, ddof=1).fillna(0) * (tables.t975(n) / math.sqrt(n) if err == "ci95" else 1)
+        half = per_seed.std(axis=1, ddof=1).fillna(0) * (t975(n) / math.sqrt(n) if err == "ci95" else 1)
         lo, hi = mean - half, mean + half
     ax.plot(x, mean, marker=marker, ms=3.5, lw=1.6, color=colour, label=label)
     ax.fill_between(x, lo, hi, color=colour, alpha=0.2, lw=0)
@@ -188,16 +180,16 @@ def _band(ax, x, per_seed: pd.DataFrame, colour, label, marker, err: str) -> Non
 # ------------------------------------------------------------------------------------------------ figures
 def accuracy_vs_param(sweep: Sweep, err: str) -> Figure:
     param, hue = _param(sweep), _hue(sweep)
-    agg = tables.aggregate(sweep.runs, sweep.by)
+    agg = aggregate(sweep.runs, sweep.by)
     values = sorted(agg[param].unique(), key=lambda v: (len(v), v) if isinstance(v, tuple) else v)
-    pos = {tables.fmt_value(v): i for i, v in enumerate(values)}
+    pos = {fmt_value(v): i for i, v in enumerate(values)}
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     axes = fig.subplots(1, 2)
     lines = agg.groupby(hue, sort=False) if hue else [((), agg)]
     for j, (key, g) in enumerate(lines):
         key = key if isinstance(key, tuple) else (key,)
-        name = tables.point_label(dict(zip(hue, key)), hue) if hue else "EMLoC"
-        x = np.array([pos[tables.fmt_value(v)] for v in g[param]])
+        name = point_label(dict(zip(hue, key)), hue) if hue else "EMLoC"
+        x = np.array([pos[fmt_value(v)] for v in g[param]])
         for ax, m in zip(axes, ("accuracy", "retention")):
             ax.errorbar(
                 x,
@@ -209,20 +201,20 @@ def accuracy_vs_param(sweep: Sweep, err: str) -> Figure:
                 lw=1.8,
                 label=f"{name} ({_n_text(g['n'])} seeds)",
             )
-            runs = sweep.runs[sweep.runs[param].map(lambda v: tables.fmt_value(v) in pos)]
+            runs = sweep.runs[sweep.runs[param].map(lambda v: fmt_value(v) in pos)]
             for h, kv in zip(hue, key):
                 runs = runs[runs[h] == kv]
             ax.scatter(
-                [pos[tables.fmt_value(v)] for v in runs[param]],
+                [pos[fmt_value(v)] for v in runs[param]],
                 runs[m] * 100,
                 s=14,
                 alpha=0.35,
                 color=ax.lines[-1].get_color(),
                 zorder=1,
             )
-    xlabel = tables.PARAM_LABELS.get(param, param)
+    xlabel = PARAM_LABELS.get(param, param)
     for ax, m, title in zip(axes, ("accuracy", "retention"), ("Accuracy", "Retention (memory / context tokens)")):
-        ax.set_xticks(range(len(values)), [tables.fmt_value(v) for v in values])
+        ax.set_xticks(range(len(values)), [fmt_value(v) for v in values])
         ax.set_xlim(-0.4, len(values) - 0.6)
         ax.set_xlabel(xlabel + " — categorical axis")
         ax.set_ylabel(f"{m} (%)")
@@ -235,21 +227,22 @@ def accuracy_vs_param(sweep: Sweep, err: str) -> Figure:
 
 def accuracy_vs_shots(sweep: Sweep, err: str) -> Figure:
     """Categorical shots axis (0 = zero-shot, then every shot count), methods dodged so their bars do not overlap."""
-    agg = tables.aggregate(sweep.runs, sweep.by if "method" in sweep.by else ["method", *sweep.by])
-    if set(agg["method"]) <= {"zeroshot"}:
+    agg = aggregate(sweep.runs, sweep.by if "method" in sweep.by else ["method", *sweep.by])
+    if not agg["uses_demos"].any():
         raise SweepError(f"sweep {sweep.name!r} has only zero-shot runs: no shots axis")
+    zero = set(agg.loc[~agg["uses_demos"], "method"])
     shots = sorted(set(agg["num_shots_mean"].round().astype(int)))
     pos = {n: i for i, n in enumerate(shots)}
     methods = list(dict.fromkeys(agg["method"]))
-    dodged = [m for m in methods if m != "zeroshot"]  # zero-shot sits alone at 0 shots
+    dodged = [m for m in methods if m not in zero]  # zero-shot sits alone at 0 shots
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     axes = fig.subplots(1, 2)
     for j, method in enumerate(methods):
         g = agg[agg["method"] == method].sort_values("num_shots_mean")
         shift = 0.12 * (dodged.index(method) - (len(dodged) - 1) / 2) if method in dodged else 0.0
         x = np.array([pos[round(n)] for n in g["num_shots_mean"]]) + shift
-        colour = "black" if method == "zeroshot" else f"C{j}"
-        name = f"{tables.METHOD_LABELS.get(method, method)} ({_n_text(g['n'])} seeds)"
+        colour = "black" if method in zero else f"C{j}"
+        name = f"{method} ({_n_text(g['n'])} seeds)"
         for ax, m, scale in zip(axes, ("accuracy", "memory_tokens"), (100, 1)):
             ax.errorbar(
                 x,
@@ -262,7 +255,7 @@ def accuracy_vs_shots(sweep: Sweep, err: str) -> Figure:
                 color=colour,
                 label=name,
             )
-            if method == "zeroshot":  # the reference every number of shots is compared with
+            if method in zero:  # the reference every number of shots is compared with
                 ax.axhline(g[f"{m}_mean"].iloc[0] * scale, color=colour, ls="--", lw=1, alpha=0.6)
     ticks = [f"{n}\n(zero-shot)" if n == 0 else str(n) for n in shots]
     for ax, ylabel, title in zip(
@@ -285,7 +278,7 @@ def _spread(per_seed: pd.DataFrame, err: str) -> pd.Series:
     if err == "minmax":
         spread = per_seed.max(axis=1) - per_seed.min(axis=1)
     else:
-        spread = per_seed.std(axis=1, ddof=1) * (n.map(tables.t975) / np.sqrt(n) if err == "ci95" else 1)
+        spread = per_seed.std(axis=1, ddof=1) * (n.map(t975) / np.sqrt(n) if err == "ci95" else 1)
     return spread.where(n > 1)  # one seed: no spread (drawn grey)
 
 
@@ -395,7 +388,7 @@ def _front(x: np.ndarray, y: np.ndarray) -> list[int]:
 
 
 def cost_pareto(sweep: Sweep, err: str) -> Figure:
-    agg = tables.aggregate(sweep.runs, sweep.by)
+    agg = aggregate(sweep.runs, sweep.by)
     fig = Figure(figsize=(11.5, 4.8), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     panels = (
@@ -416,7 +409,7 @@ def cost_pareto(sweep: Sweep, err: str) -> Figure:
                 lw=1.4,
                 color=f"C{j % 10}",
                 ls="none",
-                label=f"{tables.point_label(p, sweep.by)} (n={int(p['n'])})",
+                label=f"{point_label(p, sweep.by)} (n={int(p['n'])})",
             )
         front = _front(x, y)
         ax.plot(x[front], y[front], color="black", ls=":", lw=1.3, label="Pareto front", zorder=0)

@@ -19,8 +19,8 @@ def test_option_composes(group, option, tmp_path):
     cfg = compose([f"{group}={option}"], tmp_path)
     assert cfg.paths.output_dir == str(tmp_path)
     if group == "method":
-        method = instantiate(cfg.method)
-        assert method.name
+        method = instantiate(cfg.method)  # its class declares its own option, a file of this group
+        assert (CONF / "method" / f"{method.option}.yaml").is_file() and method.describe().startswith(method.label)
     if group == "task" and option in OFFLINE_TASKS:
         p = plan(compose([f"task={option}", "task.num_shots=4", "task.num_queries=4"], tmp_path))
         assert len(p.demos) == 4 and len(p.queries) == 4
@@ -114,12 +114,12 @@ def test_paper_experiments_pin_the_reference_settings(task, tmp_path):
     )
     assert c["task"]["demo_seed"] == 42 or c["task"]["loader"]["demo_order"] == "first"
     method = instantiate(cfg.method)
-    assert (method.chunk_size, method.js_threshold, method.keep_ratios, method.search, method.warm_start) == (
+    assert (method.chunk_size, method.js_threshold, method.keep_ratios, method.search, method.warm_search) == (
         chunk,
         0.005,
         (0.1, 0.2, 0.5),
         "greedy",
-        False,
+        None,
     )
     for other in ("zero_shot", "full_context"):  # the baselines compose under the same experiment
-        assert instantiate(compose([f"experiment=qwen2vl7b_{task}_{shots}", f"method={other}"], tmp_path).method).name
+        assert instantiate(compose([f"experiment=qwen2vl7b_{task}_{shots}", f"method={other}"], tmp_path).method).option

@@ -68,7 +68,7 @@ def make_oracle(cost_per_layer):
 def test_searches_respect_the_bound_and_go_top_down(search):
     cost = {l: {1: 0.004 if l >= 4 else 0.02, 2: 0.001, 5: 0.0005} for l in range(8)}
     trial, calls = make_oracle(cost)
-    res = pruning.SEARCHES[search]([[1, 2, 5]] * 8, trial, 0.01)
+    res = {"greedy": pruning.greedy, "bisect": pruning.bisect}[search]([[1, 2, 5]] * 8, trial, 0.01)
     final = sum(cost[l][n] for l, n in res.kept.items())
     assert final <= 0.01 and all(v <= 0.01 for v in res.js.values())
     assert res.trials == len(calls)
@@ -100,18 +100,36 @@ def test_per_layer_ladders_warm_start_and_empty_ladders_stay_full():
 def test_warm_start_offers_a_rotating_quarter_of_the_layers_one_rung_down():
     """A warm start begins each layer's ladder at its previous rung, except a rotating window of a quarter of the
     layers that begins one rung lower: over four chunks every layer (a full one too) may move back down."""
-    from types import SimpleNamespace
+    prev = [3, 3, 3, 3, 0, 1, 2, 3]
+    counts, seen = [1, 2, 5], []
 
-    from emloc.compress import EMLoC
+    def cold(chunk):
+        raise AssertionError("a chunk with a previous one must not be searched from scratch")
 
-    prev = SimpleNamespace(steps=[3, 3, 3, 3, 0, 1, 2, 3])
-    state = lambda index: SimpleNamespace(kv=[None] * 8, previous=prev, index=index)  # noqa: E731
-    method = EMLoC()
-    assert method._warm_steps(state(1)) == [3, 3, 2, 2, 0, 1, 2, 3]
-    lowered = [{l for l, (a, b) in enumerate(zip(prev.steps, method._warm_steps(state(i)))) if b < a} for i in range(4)]
+    def starts(index):  # the first count each layer's ladder offers (the full length 10 when the ladder is empty)
+        seen.clear()
+        chunk = pruning.ChunkSearch(counts, 10, 8, lambda a: seen.append(dict(a)) or 0.0, 0.01, index, prev)
+        res = pruning.WarmBisect(cold)(chunk)
+        return [res.kept.get(l, 10) for l in range(8)]
+
+    first = dict(zip([1, 2, 5], range(3)))
+    rungs = lambda index: [first.get(n, 3) for n in starts(index)]  # noqa: E731
+    assert rungs(1) == [3, 3, 2, 2, 0, 1, 2, 3] and len(seen) == 1  # everything passes: one trial certifies it
+    lowered = [{l for l, (a, b) in enumerate(zip(prev, rungs(i))) if b < a} for i in range(4)]
     assert lowered == [{0, 1}, {2, 3}, {5}, {6, 7}]  # layer 4 is already at the bottom rung
-    assert EMLoC(warm_start=False)._warm_steps(state(1)) == [0] * 8
-    assert method._warm_steps(SimpleNamespace(kv=[None] * 8, previous=None, index=0)) == [0] * 8
+    chunk0 = pruning.ChunkSearch(counts, 10, 8, lambda a: 0.0, 0.01, 0, None)
+    assert pruning.WarmBisect(pruning.Greedy())(chunk0).kept == {l: 1 for l in range(8)}
+
+
+def test_strategies_come_from_the_yaml_keys():
+    assert isinstance(pruning.strategy("greedy", None), pruning.Greedy)
+    assert isinstance(pruning.strategy("bisect", None), pruning.Bisect)
+    warm = pruning.strategy("greedy", "bisect")
+    assert isinstance(warm, pruning.WarmBisect) and isinstance(warm.cold, pruning.Greedy)
+    assert isinstance(pruning.strategy("bisect", "path"), pruning.WarmPath)
+    for bad in (("greedy2", None), ("greedy", "path2")):
+        with pytest.raises(ValueError, match=bad[0] if bad[0] != "greedy" else bad[1]):
+            pruning.strategy(*bad)
 
 
 def test_budget_path_raises_the_cheapest_rung_first_and_ends_unpruned():
@@ -163,3 +181,16 @@ def test_renderer_spans_come_from_the_template(llama):
         tokenize=False,
     )
     assert tok.decode(r.preamble().ids + row.ids) == full
+
+
+def test_probe_rows_add_the_reference_end_of_turn_row():
+    from emloc.prompts import Row, collate
+
+    # template, answer x2, end of turn, trailing template; a second, shorter row (right-padded)
+    rows = [
+        Row([1, 2, 3, 4, 5], [0, 3, 3, 0, 0], [False, True, True, True, False]),
+        Row([1, 2, 3], [0, 3, 0], [False, True, True]),
+    ]
+    batch = collate(rows, pad_id=0)
+    assert batch.probe_rows(False).tolist() == [[True, True, True, False, False], [True, True, False, False, False]]
+    assert batch.probe_rows(True).tolist() == [[True, True, True, True, False], [True, True, True, False, False]]

@@ -1,17 +1,18 @@
 """Sweeps on a real SLURM cluster (`.ci/slurm-ci.sh up`): arrays, requeue-and-resume, skipping finished runs.
 
-Skipped when `sbatch` is not on PATH. Run: pytest -m slurm tests/test_slurm_sweep.py (the requeue test is also `slow`).
+Skipped when `sbatch` is not on PATH. Run: pytest -m slurm tests/cluster/test_slurm_sweep.py (the requeue test is also `slow`).
 """
 
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from emloc.storage import REPO
+
+ROOT = REPO
 PARTITION = os.environ.get("SLURM_CI_PARTITION", "debug")
 QUERIES = 640  # batched ranking answers ~4 queries/s: enough work that one 3-minute attempt cannot finish it
 from tests.cluster.test_slurm import SKIP_REASON  # noqa: E402  (no sbatch, or no controller outside CI)

@@ -1,0 +1,107 @@
+"""The `planned` Hydra sweeper (`hydra/sweeper=planned`, the default of `conf/config.yaml`).
+
+Hydra's basic sweeper, except that each batch of grid points is planned before it is launched: a point whose run
+is finished (`runs/<signature>/metrics.json`, unless `force=true`) is skipped, and a point that does not compose or
+validate (`emloc.runner.plan`: bad values, missing data, more shots than the pool) is named in the log and in
+`<sweep dir>/plan.json` and never queued. Only the remaining points reach the launcher (basic, submitit local or
+SLURM), so a SLURM array holds exactly the runs that are still to do. The sweep exits non-zero when a point was
+invalid, after the valid ones ran. Lives in `hydra_plugins`, the namespace Hydra discovers plugins in.
+"""
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional  # noqa: UP035  OmegaConf reads these annotations at import
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlannedSweeperConf:
+    _target_: str = "hydra_plugins.emloc_sweeper.PlannedSweeper"
+    max_batch_size: Optional[int] = None  # noqa: UP045
+    params: Optional[Dict[str, str]] = None  # noqa: UP006, UP045
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="planned", node=PlannedSweeperConf, provider="emloc")
+
+
+class _Planned(Launcher):
+    """Wraps the configured launcher: launches nothing when a batch is empty after planning."""
+
+    def __init__(self, inner: Launcher) -> None:
+        self.inner = inner
+
+    def setup(self, **kwargs: Any) -> None:  # the inner launcher is set up already
+        pass
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        return self.inner.launch(job_overrides, initial_job_idx) if job_overrides else []
+
+
+class PlannedSweeper(BasicSweeper):
+    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.invalid: list[dict[str, Any]] = []
+
+    def setup(self, **kwargs: Any) -> None:
+        super().setup(**kwargs)
+        self.launcher = _Planned(self.launcher)
+
+    def get_job_batch(self) -> Sequence[Sequence[str]]:
+        from emloc.runner import plan  # a bad point fails here, before anything is queued
+
+        batch, keep, records, signatures = super().get_job_batch(), [], [], set()
+        for overrides in batch:
+            record: dict[str, Any] = {"overrides": list(overrides)}
+            try:
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+                with open_dict(cfg):
+                    del cfg["hydra"]
+                p = plan(cfg)
+                record["signature"] = p.signature
+                done = (Path(cfg.paths.output_dir) / "runs" / p.signature / "metrics.json").is_file()
+                record["status"] = "done" if done and not cfg.force else "todo"
+                if p.signature in signatures:  # e.g. zero-shot at another shot count: the same run
+                    record["status"] = "duplicate"
+                signatures.add(p.signature)
+            except Exception as err:
+                root = err
+                while root.__cause__ is not None:
+                    root = root.__cause__
+                record["status"], record["error"] = "invalid", f"{type(root).__name__}: {root}"
+                log.error("invalid grid point, not launched: %s\n  %s", " ".join(overrides), record["error"])
+                self.invalid.append(record)
+            if record["status"] == "todo":
+                keep.append(overrides)
+            records.append(record)
+        count = {s: sum(r["status"] == s for r in records) for s in ("todo", "done", "duplicate", "invalid")}
+        log.info("planned %d grid points: %d to run, %d finished (skipped), %d duplicates of another point, %d invalid",
+                 len(batch), *count.values())  # fmt: skip
+        plan_file = Path(self.config.hydra.sweep.dir) / "plan.json"
+        previous = json.loads(plan_file.read_text()) if plan_file.is_file() else []
+        plan_file.parent.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(json.dumps(previous + records, indent=1))
+        return keep
+
+    def sweep(self, arguments: list[str]) -> Any:
+        try:
+            returns = super().sweep(arguments)  # raises after the batch when a launched job failed
+        finally:
+            if self.invalid:  # the points and their errors are in the log above and in plan.json
+                log.error("%d grid point(s) invalid and not run; see plan.json in the sweep folder", len(self.invalid))
+        if self.invalid:
+            raise SystemExit(2)  # one line, no traceback
+        return returns
+
+
+__all__ = ["PlannedSweeper", "Sweeper"]

@@ -1,0 +1,83 @@
+"""Invariants every method gets from the shared matrix (`tests/engine/methods.py`): its card is consistent, its
+lossless parameters reproduce the full context, its memory never changes under queries and survives save/load,
+and an interrupted build resumes to the same memory.
+
+pytest tests/engine/test_methods.py
+"""
+
+import pytest
+
+from emloc.generate import generate, score_choices
+from emloc.memory import TaskMemory
+from emloc.storage import conf_dir
+from tests.engine.methods import easy, hard, options
+from tests.engine.test_compress import INSTR, query_logits, reference_logits
+
+OPTIONS = options()
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_card_matches_the_config_tree(option):
+    method = hard(option)
+    assert (conf_dir() / "method" / f"{method.option}.yaml").is_file()
+    assert method.describe().startswith(method.label) and method.label
+    card = method.card()
+    assert card["method"] == method.option and card["method_label"] == method.describe()
+    assert method.searches <= method.compresses  # a search prunes
+    assert method.lossless is None or method.uses_demos is not False
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if easy(o) is not None])
+def test_lossless_parameters_reproduce_the_full_context(option, adapter, demos_for):
+    method = easy(option)
+    demos, query = demos_for(adapter, 5), demos_for(adapter, 1, offset=40)[0]
+    memory = method.build(adapter, demos, INSTR)
+    assert memory.retention == 1.0
+    diff = (query_logits(adapter, memory, query) - reference_logits(adapter, demos, query)).abs().max().item()
+    assert diff < 1e-4, f"{option}: {diff}"
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_memory_is_unchanged_by_queries_and_survives_save_load(option, llama, tmp_path):
+    from tests.conftest import make_demos
+
+    method = hard(option)
+    memory = method.build(llama, make_demos(6), INSTR)
+    if method.compresses:
+        assert memory.retention < 1.0, f"{option}: the hard setting prunes nothing, the test would be vacuous"
+    before = memory.fingerprint()
+    queries, r = make_demos(3, offset=20), llama.renderer(INSTR)
+    text = generate(llama, memory, r, queries, max_new_tokens=3)
+    scores = score_choices(llama, memory, r, queries, [["red", "blue"]] * 3)
+    assert memory.fingerprint() == before
+    loaded = TaskMemory.load(memory.save(tmp_path / option), expect=llama.signature())
+    assert loaded.fingerprint() == before and loaded.stats()["chunks"] == memory.stats()["chunks"]
+    assert generate(llama, loaded, r, queries, max_new_tokens=3) == text
+    again = score_choices(llama, loaded, r, queries, [["red", "blue"]] * 3)
+    assert [s for row in again for s in row] == pytest.approx([s for row in scores for s in row], abs=1e-5)
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_an_interrupted_build_resumes_to_the_same_memory(option, llama, tmp_path):
+    from tests.conftest import make_demos
+
+    demos, saved = make_demos(6), tmp_path / "partial"
+    whole = hard(option).build(llama, demos, INSTR)
+
+    def stop_after_first_chunk(memory):
+        memory.save(saved)
+        raise Interrupted
+
+    if len(whole.chunks) < 2:
+        pytest.skip(f"{option} builds in one pass: nothing to resume")
+    with pytest.raises(Interrupted):
+        hard(option).build(llama, demos, INSTR, on_chunk=stop_after_first_chunk)
+    partial = TaskMemory.load(saved, expect=llama.signature())
+    assert len(partial.chunks) == 1
+    resumed = hard(option).build(llama, demos, INSTR, resume=partial)
+    assert resumed.fingerprint() == whole.fingerprint()
+    assert [c.kept for c in resumed.chunks] == [c.kept for c in whole.chunks]
