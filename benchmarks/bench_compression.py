@@ -1,12 +1,16 @@
-"""Compression and query cost of EMLoC against its baselines, measured in one run on the packaged SmolLM2.
+"""Compression and query cost of the compressing methods against full context, measured in one run on the packaged
+SmolLM2 (the embedded ISO 3166-2 task, demo seed 0).
 
-    python benchmarks/bench_compression.py [--shots 16 64 128 256] [--queries 32] [KEY=VALUE ...]
+    python benchmarks/bench_compression.py [--shots 16 64 128 256] [--queries 32] [--methods emloc emloc_e2e]
+                                           [KEY=VALUE ...]
 
-For each shot count it prints: context tokens, memory tokens (mean and per layer), compression seconds, one
-full-context prefill, per-query latency of zero-shot / full context / EMLoC / SnapKV at EMLoC's retention,
-peak RSS during compression, the JS between EMLoC's and the full context's answer distributions on held-out
-queries, and the ratios full/EMLoC, EMLoC/zero-shot and compression/prefill. Every ratio is against a
-baseline measured in the same process, on the same inputs. Nothing here asserts a speed.
+Per shot count, one prefill of the demonstrations (the full context) and zero-shot are measured once; then per
+method (a `conf/method/<option>.yaml`, composed like the runner does, `KEY=VALUE` overriding its parameters):
+context and memory tokens, compression seconds and compression / prefill, divergence trials, per-query latency
+(and full / method, method / zero-shot), peak RSS growth during compression, and the held-out JS divergence to the
+full context (next token after each query prompt, `emloc.fidelity`) of the method and of SnapKV at the method's
+retention. Every ratio is against a baseline measured in the same process on the same inputs; nothing here asserts
+a speed. Run it on an otherwise idle machine: a timing next to another job is not a measurement.
 """
 
 from __future__ import annotations
@@ -15,19 +19,19 @@ import argparse
 import os
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import torch
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
 
-from emloc.attention import AttentionContext
 from emloc.baselines import SnapKV
-from emloc.compress import EMLoC, FullContext, ZeroShot
+from emloc.compress import FullContext, ZeroShot
 from emloc.data.iso3166 import Iso3166Task
-from emloc.divergence import js_divergence
+from emloc.divergence import js_rows
+from emloc.fidelity import answer_logits
 from emloc.generate import answer
 from emloc.models.loading import load
+from emloc.runner import compose
 
 
 class PeakRSS:
@@ -57,95 +61,72 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def answer_logits(adapter, memory, renderer, queries):
-    """Next-token logits at the end of each query prompt (they predict the answer's first token)."""
-    out = []
-    for q in queries:
-        prep = adapter.prepare(adapter.collate([renderer.query(q)]), memory.position_offset)
-        h, _ = adapter.run_layers(prep.hidden, prep.positions, prep.seg, AttentionContext(prefix=memory.prefix()))
-        out.append(adapter.lm_logits(h)[0, -1])
-    return torch.stack(out)
+def method_of(option: str, overrides: list[str]):
+    """`conf/method/<option>.yaml` composed as the runner composes it, with `KEY=VALUE` parameter overrides."""
+    cfg = compose([f"method={option}", *(f"method.{o}" for o in overrides)])
+    return instantiate(cfg.method, show_progress=False)
 
 
-def per_query(adapter, memory, renderer, queries):
+def per_query_ms(adapter, memory, renderer, queries) -> float:
     _, seconds = timed(lambda: answer(adapter, memory, renderer, queries))
-    return seconds / len(queries)
+    return 1000 * seconds / len(queries)
+
+
+def heldout_js(adapter, memory, reference: torch.Tensor, renderer, queries) -> float:
+    ours = answer_logits(adapter, memory.prefix(), memory.position_offset, renderer, queries)
+    return float(js_rows(ours, reference).mean())
 
 
 @torch.no_grad()
-def bench(adapter, task, shots: int, num_queries: int, method: dict) -> dict:
+def bench(adapter, task, shots: int, num_queries: int, methods: list[str], overrides: list[str]) -> list[dict]:
     split = task.split(shots, num_queries, demo_seed=0)
     r = adapter.renderer(task.instruction)
     full, prefill = timed(lambda: FullContext(show_progress=False).build(adapter, split.demos, task.instruction))
-    with PeakRSS() as rss:
-        emloc, compress = timed(
-            lambda: EMLoC(**method, show_progress=False).build(adapter, split.demos, task.instruction)
-        )
-    snap = SnapKV(keep_ratio=emloc.retention, chunk_size=method["chunk_size"], show_progress=False).build(
-        adapter, split.demos, task.instruction
-    )
     zero = ZeroShot(show_progress=False).build(adapter, [], task.instruction)
-    lat = {
-        name: per_query(adapter, m, r, split.queries)
-        for name, m in (("zero_shot", zero), ("full_context", full), ("emloc", emloc), ("snapkv", snap))
-    }
-    ref = answer_logits(adapter, full, r, split.queries)
-    return {
-        "shots": shots,
-        "context_tokens": emloc.num_source_tokens,
-        "memory_tokens": emloc.memory_tokens,
-        "retention": emloc.retention,
-        "layer_lengths": emloc.lengths(),
-        "compress_s": compress,
-        "prefill_s": prefill,
-        "peak_rss_mb": rss.mb,
-        "trials": sum(c.trials for c in emloc.chunks),
-        "chunks": len(emloc.chunks),
-        "js_emloc": js_divergence(answer_logits(adapter, emloc, r, split.queries), ref),
-        "js_snapkv": js_divergence(answer_logits(adapter, snap, r, split.queries), ref),
-        **{f"q_{k}_ms": v * 1000 for k, v in lat.items()},
-    }
+    reference = answer_logits(adapter, full.prefix(), full.position_offset, r, split.queries)
+    q_zero, q_full = per_query_ms(adapter, zero, r, split.queries), per_query_ms(adapter, full, r, split.queries)
+    rows = []
+    for option in methods:
+        method = method_of(option, overrides)
+        with PeakRSS() as rss:
+            memory, compress = timed(lambda m=method: m.build(adapter, split.demos, task.instruction))
+        snap = SnapKV(keep_ratio=memory.retention, chunk_size=method.chunk_size, show_progress=False)
+        snap_memory = snap.build(adapter, split.demos, task.instruction)
+        q_method = per_query_ms(adapter, memory, r, split.queries)
+        rows.append({
+            "shots": shots, "method": option, "ctx": memory.num_source_tokens, "mem": memory.memory_tokens,
+            "keep": memory.retention, "compress_s": compress, "prefill_s": prefill, "comp_pre": compress / prefill,
+            "trials": sum(c.trials for c in memory.chunks), "q_zero_ms": q_zero, "q_full_ms": q_full,
+            "q_ms": q_method, "full_over": q_full / q_method, "over_zero": q_method / q_zero, "rss_mb": rss.mb,
+            "js": heldout_js(adapter, memory, reference, r, split.queries),
+            "js_snapkv": heldout_js(adapter, snap_memory, reference, r, split.queries),
+        })  # fmt: skip
+    return rows
+
+
+COLUMNS = (("shots", 5, "d"), ("method", 12, "s"), ("ctx", 6, "d"), ("mem", 7, ".1f"), ("keep", 5, ".2f"),
+           ("compress_s", 10, ".1f"), ("prefill_s", 9, ".2f"), ("comp_pre", 8, ".1f"), ("trials", 6, "d"),
+           ("q_zero_ms", 9, ".0f"), ("q_full_ms", 9, ".0f"), ("q_ms", 6, ".0f"), ("full_over", 9, ".2f"),
+           ("over_zero", 9, ".2f"), ("rss_mb", 6, ".0f"), ("js", 7, ".4f"), ("js_snapkv", 9, ".4f"))  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shots", type=int, nargs="+", default=[16, 64, 128, 256])
     ap.add_argument("--queries", type=int, default=32)
+    ap.add_argument("--methods", nargs="+", default=["emloc", "emloc_e2e"], help="conf/method options")
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="EMLoC parameters over conf/method/emloc.yaml (the framework default), e.g. warm_search=path",
-    )
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="method parameters, e.g. warm_search=path")
     args = ap.parse_args()
-    method = OmegaConf.merge(
-        OmegaConf.load(Path(__file__).parents[1] / "conf/method/emloc.yaml"), OmegaConf.from_dotlist(args.overrides)
-    )
-    method = {k: v for k, v in OmegaConf.to_container(method).items() if k != "_target_"}
-    print(f"EMLoC: {method}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     adapter = load("packaged:smollm2-135m-instruct", dtype=args.dtype)
     task = Iso3166Task()
-    bench(adapter, task, 8, 2, method)  # warm-up: first calls pay one-off kernel initialisation
-    head = (
-        f"{'shots':>5} {'ctx':>6} {'mem':>7} {'keep':>5} {'compress_s':>10} {'prefill_s':>9} {'comp/pre':>8} "
-        f"{'q_zero_ms':>9} {'q_full_ms':>9} {'q_emloc_ms':>10} {'q_snap_ms':>9} {'full/em':>7} {'em/zero':>7} "
-        f"{'rss_mb':>6} {'js_em':>7} {'js_snap':>7} {'trials':>6}"
-    )
-    print(head)
+    bench(adapter, task, 8, 2, args.methods, args.overrides)  # warm-up: first calls pay one-off initialisation
+    print(" ".join(f"{name:>{width}}" for name, width, _ in COLUMNS), flush=True)
     for shots in args.shots:
-        m = bench(adapter, task, shots, args.queries, method)
-        print(
-            f"{m['shots']:>5} {m['context_tokens']:>6} {m['memory_tokens']:>7.1f} {m['retention']:>5.2f} "
-            f"{m['compress_s']:>10.1f} {m['prefill_s']:>9.2f} {m['compress_s'] / m['prefill_s']:>8.1f} "
-            f"{m['q_zero_shot_ms']:>9.1f} {m['q_full_context_ms']:>9.1f} {m['q_emloc_ms']:>10.1f} {m['q_snapkv_ms']:>9.1f} "
-            f"{m['q_full_context_ms'] / m['q_emloc_ms']:>7.2f} {m['q_emloc_ms'] / m['q_zero_shot_ms']:>7.2f} "
-            f"{m['peak_rss_mb']:>6.0f} {m['js_emloc']:>7.4f} {m['js_snapkv']:>7.4f} {m['trials']:>6}",
-            flush=True,
-        )
-        print(f"      per-layer memory tokens: {m['layer_lengths']}", flush=True)
+        for row in bench(adapter, task, shots, args.queries, args.methods, args.overrides):
+            print(" ".join(f"{row[n]:>{w}{f}}" for n, w, f in COLUMNS), flush=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,12 @@ _API = {
     "respond": "emloc.generate", "Example": "emloc.data.base", "Task": "emloc.data.base",
     "js_divergence": "emloc.divergence",
 }  # fmt: skip
-METHOD_MODULES = ("emloc.compress", "emloc.baselines")  # where the method classes live
+METHOD_MODULES = (
+    "emloc.compress",
+    "emloc.baselines",
+    "emloc.kvzip",
+    "emloc.expected_attention",
+)  # where the method classes live
 
 
 def __getattr__(name: str):

@@ -49,6 +49,8 @@ class AttentionContext:
     score_start : list[int], optional
         per layer, the first prefix index included in the scoring softmax (earlier entries — the compressed
         history — are excluded from the normalisation, method.md §9.4). Default: the whole prefix.
+    score_reduce : "sum" (default: attention summed over the rows and the query heads of a KV group) or "max" (the
+        largest attention any row and any head of the group pays: KVzip's score).
     tail_scores / own_scores : outputs, per layer
         (num_kv_heads, M_l - score_start) summed over rows and batch; (bsz, num_kv_heads, k_len) per row.
     """
@@ -57,6 +59,7 @@ class AttentionContext:
     prefix_bias: dict[int, torch.Tensor] = field(default_factory=dict)
     score_rows: torch.Tensor | None = None
     score_start: list[int] | None = None
+    score_reduce: str = "sum"
     tail_scores: dict[int, torch.Tensor] = field(default_factory=dict)
     own_scores: dict[int, torch.Tensor] = field(default_factory=dict)
 
@@ -90,16 +93,26 @@ def _accumulate_scores(ctx: AttentionContext, layer: int, query, key, mask, m: i
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     tail = torch.zeros(num_kv, m - start, dtype=torch.float32, device=query.device)
     own = torch.zeros(query.shape[0], num_kv, key.shape[2] - m, dtype=torch.float32, device=query.device)
+    peak = ctx.score_reduce == "max"
     for b in range(query.shape[0]):
         rows = ctx.score_rows[b].nonzero(as_tuple=True)[0]
         for r in rows.split(256):
             q = query[b, :, r].float()  # (heads, n, head_dim)
             k = key[b, :, start:].float().repeat_interleave(group, dim=0)  # (heads, k, head_dim), repeat_kv layout
             logits = q @ k.transpose(-1, -2) * scale + mask[b, :, r, start:].float()
-            probs = torch.softmax(logits, dim=-1).sum(dim=1)  # (heads, k)
-            probs = probs.view(num_kv, group, -1).sum(dim=1)  # sum over the query heads of a KV group
-            tail += probs[:, : m - start]
-            own[b] += probs[:, m - start :]
+            probs = torch.softmax(logits, dim=-1)
+            if peak:  # the largest attention of any row and any query head of the group
+                probs = probs.amax(dim=1).view(num_kv, group, -1).amax(dim=1)
+                tail = torch.maximum(tail, probs[:, : m - start])
+                own[b] = torch.maximum(own[b], probs[:, m - start :])
+            else:  # summed over the rows and over the query heads of a KV group
+                probs = probs.sum(dim=1).view(num_kv, group, -1).sum(dim=1)
+                tail += probs[:, : m - start]
+                own[b] += probs[:, m - start :]
+    if peak:
+        ctx.tail_scores[layer] = torch.maximum(ctx.tail_scores.get(layer, tail), tail)
+        ctx.own_scores[layer] = torch.maximum(ctx.own_scores.get(layer, own), own)
+        return
     ctx.tail_scores[layer] = ctx.tail_scores.get(layer, 0) + tail
     ctx.own_scores[layer] = ctx.own_scores.get(layer, 0) + own
 

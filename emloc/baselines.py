@@ -1,19 +1,25 @@
-"""Fixed-retention pruning baselines applied chunk by chunk (the paper's Table 5 comparison).
+"""Fixed-retention baselines, applied chunk by chunk: each keeps `keep_ratio` of every chunk (PyramidKV: a
+per-layer schedule with that mean), choosing the entries by its published score (the paper's Table 5 comparison,
+made fair: `protect_answers` ranks the chunk's answer tokens first, as EMLoC does, so a table can show the effect of
+the allocation and of the protection separately).
 
-Each keeps a fixed fraction `keep_ratio` of every chunk (per layer budgets for PyramidKV), so it can be run
-at the retention EMLoC reached and compared at matched memory size. They reuse the chunk loop of
-`compress.Compressor`: each chunk is encoded with the memory so far as prefix, and only the *choice* of kept
-entries differs. Scores come from the chunk's own attention (softmax over the chunk's keys, the memory
-prefix excluded), captured by the attention wrapper in the same forward pass.
+The chunk loop is `compress.Compressor`'s: a chunk is encoded with the memory so far as prefix; only the choice of
+kept entries differs. Scores come from the chunk's own forward (the attention wrapper accumulates the attention of
+the chosen query rows), softmax over every key the rows see ([memory | chunk]), summed over the query heads of each
+KV group (the rankings of a sum and of kvpress' mean are the same). Adaptations to a chunked memory are written in
+each class; the memory of earlier chunks is never re-pruned.
 
-* `SnapKV` — attention from an observation window (the chunk's last `window` tokens), pooled; window kept.
-* `H2O` — heavy hitters by attention accumulated over all the chunk's queries, plus the most recent tokens.
-* `PyramidKV` — SnapKV scores with per-layer budgets decreasing linearly from the bottom to the top layer.
-* `StreamingLLM` — attention sinks (first tokens of the context) plus the most recent tokens.
-* `RandomKeep` — uniformly random entries per KV head (seeded).
+* `SnapKV` (Li et al. 2024) — votes of an observation window (the chunk's last `window` tokens, 32 in the paper),
+  pooled along the tokens (max pooling, kernel 7: the paper's LongBench setting); the window itself is kept.
+* `PyramidKV` (Cai et al. 2024) — SnapKV scores, budgets decreasing linearly from the bottom to the top layer with
+  the paper's β = 20 (the top layer keeps 1/β of the mean budget per token, the bottom the rest, the total fixed).
+* `H2O` (Zhang et al. 2023) — heavy hitters: attention accumulated over every query of the chunk (column sums),
+  plus the most recent tokens; half of the budget each (the paper's equal heavy and recent ratios).
+* `StreamingLLM` (Xiao et al. 2024) — 4 attention sinks (the first tokens of the whole context, kept by the first
+  chunk) and the most recent tokens of each chunk.
+* `RandomKeep` — uniformly random entries per KV head (seeded): the floor every score must beat.
 
-These are re-implementations from the papers' descriptions, adapted to chunk-wise memories; they do not
-protect answer tokens (EMLoC does).
+KVzip-style and Expected-Attention scoring live in `emloc.kvzip` and `emloc.expected_attention`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from emloc import scoring
 from emloc.compress import ChunkState, Compressor, Selection
@@ -30,34 +37,69 @@ from emloc.prompts import Batch
 
 @dataclass
 class FixedRatio(Compressor):
-    """Keeps `keep_ratio` of every chunk in every layer (or per-layer budgets, `budget`), ranked by `indices`."""
+    """Keeps `keep_ratio` of every chunk per layer (`budget`), the entries ranked by `scores`; `always` entries and,
+    with `protect_answers`, the chunk's answer tokens are ranked first."""
 
     compresses = True
     lossless: ClassVar[dict[str, Any] | None] = {"keep_ratio": 1.0}
+    revision = 2  # 2: published windows, pooling and schedules; softmax over [memory | chunk]; answer protection
+    score_over_history = True  # the scoring softmax spans [memory | chunk], as in one prefill of the whole context
 
     keep_ratio: float = 0.2
     chunk_size: int | None = 4
+    protect_answers: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.keep_ratio, (int, float)) or not 0 < self.keep_ratio <= 1:
             raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio!r}")
 
+    def describe(self) -> str:
+        return self.label + (" + answer protection" if self.protect_answers else "")
+
     def budget(self, layer: int, num_layers: int, length: int) -> int:
         return scoring.count_for(self.keep_ratio, length)
 
-    def indices(self, state: ChunkState, layer: int, count: int) -> torch.Tensor:
+    def scores(self, adapter, state: ChunkState, layer: int) -> torch.Tensor:
+        """(kv_heads, n) importance of the chunk's entries at `layer` (higher is kept first)."""
         raise NotImplementedError
 
-    def select(self, adapter, state: ChunkState):
+    def layer_scores(self, adapter, state: ChunkState) -> list[torch.Tensor]:
+        """`scores` of every layer (a method that scores all layers in one pass overrides this)."""
+        return [self.scores(adapter, state, layer) for layer in range(len(state.kv))]
+
+    def budgets(self, scores: list[torch.Tensor], state: ChunkState) -> list[int]:
+        """Entries kept per layer (default: `budget`, from the layer's index alone)."""
+        return [self.budget(layer, len(scores), state.length) for layer in range(len(scores))]
+
+    def always(self, state: ChunkState, count: int) -> torch.Tensor | None:
+        """(n,) bool: entries kept before any other (window, sinks), or None."""
+        return None
+
+    def select(self, adapter, state: ChunkState) -> Selection:
+        answers = (state.batch.targets[0] | state.batch.predict[0]) if self.protect_answers else None
+        scores = self.layer_scores(adapter, state)
         keep = []
-        for layer in range(len(state.kv)):
-            n = self.budget(layer, len(state.kv), state.length)
-            keep.append(None if n >= state.length else self.indices(state, layer, n))
+        for layer, n in enumerate(self.budgets(scores, state)):
+            if n >= state.length:
+                keep.append(None)
+                continue
+            order = scoring.rank(scores[layer], answers, self.always(state, n))  # answers, then window / sinks
+            keep.append(scoring.keep_indices(order, n))
         return Selection(keep)
 
 
-def _recent(length: int, count: int) -> torch.Tensor:
+def sinks(state: ChunkState, count: int, num_sink: int = 4) -> torch.Tensor | None:
+    """(n,) bool: the first `num_sink` tokens of the whole context (in the first chunk only), or None."""
+    if state.index != 0:
+        return None
+    mask = torch.zeros(state.length, dtype=torch.bool)
+    mask[: min(num_sink, count)] = True
+    return mask
+
+
+def recent(length: int, count: int) -> torch.Tensor:
+    """(length,) bool: the last `count` positions."""
     mask = torch.zeros(length, dtype=torch.bool)
     mask[length - count :] = True
     return mask
@@ -68,33 +110,63 @@ class SnapKV(FixedRatio):
     option = "snapkv"
     label = "SnapKV"
 
-    window: int = 8
-    pool_kernel: int = 5
+    window: int = 32
+    pool_kernel: int = 7
+    pooling: str = "max"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pooling not in ("max", "avg"):
+            raise ValueError(f"pooling must be 'max' or 'avg', got {self.pooling!r}")
+        scoring.smooth(torch.zeros(1, 1), self.pool_kernel)  # validates the kernel
 
     def chunk_score_rows(self, batch: Batch) -> torch.Tensor:
-        return _recent(batch.ids.shape[1], min(self.window, batch.ids.shape[1]))[None]
+        return recent(batch.ids.shape[1], min(self.window, batch.ids.shape[1]))[None]
 
-    def indices(self, state, layer, count):
-        scores = scoring.smooth(state.scores.own_scores[layer][0], self.pool_kernel)
-        window = _recent(state.length, min(self.window, count))
-        return scoring.keep_indices(scoring.rank(scores, window), count)
+    def scores(self, adapter, state, layer):
+        votes = state.scores.own_scores[layer][0]  # (kv_heads, n): the window's attention, summed
+        if self.pooling == "avg":
+            return scoring.smooth(votes, self.pool_kernel)
+        return F.max_pool1d(votes[:, None].float(), self.pool_kernel, stride=1, padding=self.pool_kernel // 2)[:, 0]
+
+    def always(self, state, count):
+        return recent(state.length, min(self.window, count))
 
 
 @dataclass
 class PyramidKV(SnapKV):
+    """Per layer l of L: budget_l = max − l·(max − min)/(L − 1) with min = k·n/β and max = 2k·n − min (the mean is
+    the uniform budget k·n); when max exceeds the chunk, max = n and min = 2k·n − n. Adaptation: the chunk is the
+    context, so the schedule is computed from the chunk length n, and the window is kept inside each budget (the
+    published formula's `min ≥ window` condition, which would fall back to a uniform budget for chunks of a few
+    hundred tokens, is dropped)."""
+
     option = "pyramidkv"
     label = "PyramidKV"
-    lossless: ClassVar[dict[str, Any] | None] = {"keep_ratio": 1.0, "slope": 0.0}
+    lossless: ClassVar[dict[str, Any] | None] = {"keep_ratio": 1.0, "beta": 1.0}
 
-    slope: float = 0.5  # bottom layer keeps (1 + slope) x the mean budget, top layer (1 - slope) x
+    beta: float = 20.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.beta, (int, float)) or self.beta < 1:
+            raise ValueError(f"beta must be a number >= 1, got {self.beta!r}")
 
     def budget(self, layer, num_layers, length):
-        weight = 1.0 + self.slope * (1 - 2 * layer / max(num_layers - 1, 1))
-        return max(1, min(length, round(self.keep_ratio * length * weight)))
+        mean = self.keep_ratio * length
+        low = mean / self.beta
+        high = 2 * mean - low
+        if high > length:
+            high, low = length, max(2 * mean - length, 0.0)
+        count = high - layer * (high - low) / max(num_layers - 1, 1)
+        return max(1, min(length, round(count)))
 
 
 @dataclass
 class H2O(FixedRatio):
+    """Adaptation: heavy hitters are chosen among the chunk's entries by the attention of the chunk's own queries
+    (the memory's entries are already fixed); "recent" is the chunk's tail."""
+
     option = "h2o"
     label = "H2O"
 
@@ -103,26 +175,29 @@ class H2O(FixedRatio):
     def chunk_score_rows(self, batch: Batch) -> torch.Tensor:
         return batch.valid.clone()
 
-    def indices(self, state, layer, count):
-        recent = _recent(state.length, int(count * self.recent_fraction))
-        return scoring.keep_indices(scoring.rank(state.scores.own_scores[layer][0], recent), count)
+    def scores(self, adapter, state, layer):
+        return state.scores.own_scores[layer][0]
+
+    def always(self, state, count):
+        return recent(state.length, int(count * self.recent_fraction))
 
 
 @dataclass
 class StreamingLLM(FixedRatio):
+    """Adaptation: the sinks are the first tokens of the whole context (kept by the first chunk); every chunk then
+    keeps its own most recent tokens (the memory of earlier chunks is not re-pruned, so their tails stay)."""
+
     option = "streamingllm"
     label = "StreamingLLM"
 
     num_sink: int = 4
 
-    def indices(self, state, layer, count):
-        heads = state.kv[layer][0].shape[1]
-        keep = _recent(state.length, count)
-        if state.index == 0:  # the sinks are the first tokens of the whole context
-            sinks = min(self.num_sink, count)
-            keep = _recent(state.length, count - sinks)
-            keep[:sinks] = True
-        return keep.nonzero()[:, 0].expand(heads, -1).clone()
+    def scores(self, adapter, state, layer):
+        position = torch.arange(state.length, dtype=torch.float32)
+        return position[None].expand(state.kv[layer][0].shape[1], -1)  # later is more recent
+
+    def always(self, state, count):
+        return sinks(state, count, self.num_sink)
 
 
 @dataclass
@@ -132,7 +207,6 @@ class RandomKeep(FixedRatio):
 
     seed: int = 0
 
-    def indices(self, state, layer, count):
+    def scores(self, adapter, state, layer):
         gen = torch.Generator().manual_seed(self.seed * 100_003 + state.index * 1_009 + layer)
-        heads = state.kv[layer][0].shape[1]
-        return torch.stack([torch.randperm(state.length, generator=gen)[:count] for _ in range(heads)]).sort(-1).values
+        return torch.rand(state.kv[layer][0].shape[1], state.length, generator=gen)

@@ -33,8 +33,7 @@ def run(overrides: list[str]) -> int:
             f"emloc run: error: no Hydra config in {conf} (run from a checkout, or set EMLOC_CONF_DIR)", file=sys.stderr
         )
         return 2
-    run_main(overrides)
-    return 0
+    return run_main(overrides)
 
 
 def sweep(args: list[str]) -> int:

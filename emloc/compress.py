@@ -33,7 +33,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
-from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicCache
 
 from emloc import pruning, scoring
@@ -41,6 +40,7 @@ from emloc.attention import KV, AttentionContext
 from emloc.data.base import Example
 from emloc.divergence import js_divergence
 from emloc.memory import ChunkRecord, TaskMemory
+from emloc.progress import progress as tqdm
 from emloc.prompts import KIND_NAMES, Batch, Row, chunks
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class ChunkState:
     scores: AttentionContext  # the chunk forward's context (own-attention scores when `score_rows` was set)
     index: int = 0
     previous: ChunkRecord | None = None  # the chunk before (warm start)
+    inputs: list[torch.Tensor] | None = None  # the input of every layer in the chunk forward (`keeps_inputs`)
+    offset: int = 0  # position of the chunk's first token
 
     @property
     def length(self) -> int:
@@ -93,6 +95,8 @@ class Compressor:
     searches: ClassVar[bool] = False
     lossless: ClassVar[dict[str, Any] | None] = {}
     revision: ClassVar[int | None] = None
+    score_over_history: ClassVar[bool] = False  # chunk scores: softmax over [memory | chunk] (else the chunk only)
+    keeps_inputs: ClassVar[bool] = False  # the chunk forward keeps every layer's input for `select`
 
     chunk_size: int | None = None
     show_progress: bool = True
@@ -112,6 +116,10 @@ class Compressor:
     def describe(self) -> str:
         """The label of this instance in tables (subclasses add the parameters that set variants apart)."""
         return self.label
+
+    def heldout_count(self) -> int:
+        """How many held-out inputs (neither demonstrations nor queries) the method wants as `build(probes=...)`."""
+        return 0
 
     def card(self) -> dict[str, Any]:
         """The contract as recorded with every run (`metrics.json`), so analysis never imports a method class."""
@@ -166,13 +174,17 @@ class Compressor:
         batch = adapter.collate([seq])
         prep = adapter.prepare(batch, memory.position_offset)
         history = memory.prefix()
-        ctx = AttentionContext(prefix=history, score_rows=self.chunk_score_rows(batch), score_start=memory.lengths())
+        over = [0] * memory.num_layers if self.score_over_history else memory.lengths()
+        ctx = AttentionContext(prefix=self.chunk_context(history, index), score_rows=self.chunk_score_rows(batch),
+                               score_start=over)  # fmt: skip
         cache = DynamicCache()
-        adapter.run_layers(prep.hidden, prep.positions, prep.seg, ctx, cache=cache)
-        kv = [(lay.keys, lay.values) for lay in cache.layers]
-        state = ChunkState(
-            batch, rows, kv, history, int(prep.extents[0]), ctx, index, memory.chunks[-1] if memory.chunks else None
+        _, inputs = adapter.run_layers(
+            prep.hidden, prep.positions, prep.seg, ctx, cache=cache, keep_inputs=self.keeps_inputs
         )
+        kv = [(lay.keys, lay.values) for lay in cache.layers]
+        state = ChunkState(batch, rows, kv, history, int(prep.extents[0]), ctx, index,
+                           memory.chunks[-1] if memory.chunks else None, inputs or None,
+                           memory.position_offset)  # fmt: skip
         chosen = self.select(adapter, state)
         record = ChunkRecord(index, len(rows), state.length, [], [], [], trials=chosen.trials, steps=chosen.rungs)
         kinds = batch.kinds[0]
@@ -190,6 +202,11 @@ class Compressor:
         memory.chunks.append(record)
 
     # -- what subclasses override -------------------------------------------------------------------------
+    def chunk_context(self, history: list, index: int) -> list:
+        """The prefix chunk `index` is encoded after (default: the memory built so far, the paper's chunk-wise
+        compression); its keys/values are what `select` chooses from."""
+        return history
+
     def chunk_score_rows(self, batch: Batch) -> torch.Tensor | None:
         """Rows of the chunk forward whose attention to the chunk is accumulated (baselines); None: no scoring."""
         return None

@@ -78,6 +78,15 @@ class Batch:
         out[:, :-1] = self.targets[:, 1:]
         return out
 
+    def decision_rows(self) -> torch.Tensor:
+        """(bsz, L) bool: per row, the position that predicts its first target token (the answer's first token:
+        where a query's answer is decided)."""
+        rows = torch.zeros_like(self.predict)
+        first = self.predict.float().argmax(-1)
+        has = self.predict.any(-1)
+        rows[has.nonzero()[:, 0], first[has]] = True
+        return rows
+
     def probe_rows(self, end_of_turn: bool = False) -> torch.Tensor:
         """(bsz, L) bool: the rows whose next-token distributions a probe compares: those that predict a target
         (answer tokens and the end-of-turn token) and, with `end_of_turn`, also the row AT each row's last target,

@@ -25,7 +25,13 @@ from emloc.analysis import figures, grid, loading
 from emloc.analysis.frame import METRICS, SEED, Sweep, SweepError, point_label, t975
 from emloc.analysis.loading import load_runs, load_wandb_api, load_wandb_offline, read_wandb_run
 from emloc.analysis.stats import aggregate, paired
-from emloc.analysis.tables import Table, comparison_table, matched_retention_table, summary_table
+from emloc.analysis.tables import (
+    Table,
+    comparison_table,
+    matched_comparison_table,
+    matched_retention_table,
+    summary_table,
+)
 
 __all__ = [
     "FIGURES",
@@ -54,12 +60,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 FIGURES = {  # sweep file stem → its figures (a sweep of another stem gets every figure its runs support)
-    "main_table": ["accuracy_vs_shots", "cost_pareto", "kept_heatmap", "js_per_layer", "token_kinds"],
+    "main_table": ["accuracy_vs_shots", "cost_pareto", "kept_heatmap", "js_per_layer", "token_kinds", "drift"],
     "ablate_js_threshold": ["accuracy_vs_param", "kept_heatmap", "js_per_layer", "token_kinds", "cost_pareto"],
     "ablate_chunk_size": ["accuracy_vs_param", "kept_heatmap", "js_per_layer", "cost_pareto"],
     "ablate_shots": ["accuracy_vs_shots", "cost_pareto", "kept_heatmap"],
     "ablate_keep_ratios": ["accuracy_vs_param", "kept_heatmap", "token_kinds", "cost_pareto"],
-    "pruning_strategies": ["cost_pareto", "token_kinds", "kept_heatmap", "js_per_layer"],
+    "pruning_strategies": ["cost_pareto", "token_kinds", "kept_heatmap", "js_per_layer", "drift"],
+    "e2e_targets": ["drift", "cost_pareto", "kept_heatmap", "js_per_layer"],
+    "optuna_emloc": ["pareto_front", "kept_heatmap", "js_per_layer"],
 }
 
 
@@ -70,6 +78,8 @@ def _expected(sweep_name: str, output_dir: Path | None, sweeps_dir: str | Path |
     try:
         path = find(sweep_name, sweeps_dir)
     except FileNotFoundError:
+        return None
+    if "hydra/sweeper: optuna" in path.read_text():  # a search, not a grid: its trials are not known in advance
         return None
     plan = plan_sweep(str(path.resolve()), output_dir, directory=sweeps_dir)
     bad = [p for p in plan.points if p.status == "invalid"]
@@ -121,6 +131,7 @@ def load_sweep(output_dir: str | Path | None = "outputs", sweep_name: str = "adh
         sweep.unfinished = grid.unfinished(out, sweep_name)
         sweep.layer_stats = loading.load_layer_stats(out, list(df["signature"]))
         sweep.predictions = loading.load_predictions(out, list(df["signature"]))
+        sweep.fidelity = loading.load_fidelity(out, list(df["signature"]))
     return sweep
 
 
@@ -156,6 +167,8 @@ def products(sweep: Sweep) -> tuple[list, list[str]]:
     tables = [summary_table]
     if "method" in sweep.by:
         tables.append(matched_retention_table if sweep.stem == "pruning_strategies" else comparison_table)
+        if "match_retention_of" in sweep.runs and sweep.runs["match_retention_of"].notna().any():
+            tables.append(matched_comparison_table)
     return tables, FIGURES.get(sweep.stem) or figures.applicable(sweep)
 
 

@@ -2,44 +2,44 @@
 
 The only module that sees a `DictConfig`. Order matters:
 
-1. Plan without touching a model: instantiate the method (its dataclass validates every value), the task
-   loader, and the seeded disjoint demo/query split — bad values, missing data and impossible splits fail
-   here, in seconds, naming the key.
+1. Plan without touching a model: check the typed groups' value rules (`emloc.config`), instantiate the method
+   (its dataclass validates every value), the task loader, and the seeded disjoint demo/query split — bad values,
+   missing data and impossible splits fail here, in seconds, as one `ConfigError` naming the key, value and fix.
 2. Skip if `runs/<signature>/metrics.json` exists (unless `force=true`).
 3. Seed, load the model on the backend, build the task memory or load it from the memory cache (keyed by
-   model + demos + method, so evaluation-only changes reuse it; partial memories are persisted per chunk so a
-   requeued job resumes), answer the queries in batches (predictions persisted as they finish), and write the
-   artifacts atomically, `metrics.json` last. W&B is closed in `finally`, so a failing job never leaves a
-   dangling run and never marks itself done.
+   model + demos + method, so evaluation-only changes reuse it; built under a per-key file lock, so concurrent
+   runs of one key compress once; partial memories are persisted per chunk so a requeued job resumes), answer the
+   queries in batches (predictions persisted as they finish), and write the artifacts atomically, `metrics.json`
+   (with the run's provenance) last. W&B (one run per signature, resumed by a requeued attempt, one history row
+   per chunk) is closed in `finally`, so a failing job never leaves a dangling run and never marks itself done.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import resource
-import shutil
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
+from emloc import matching, provenance
 from emloc import metrics as metric_fns
+from emloc.cache import build_memory
 from emloc.compress import Compressor, FullContext
+from emloc.config import as_config_error, check
 from emloc.data.base import Example, Task
 from emloc.fidelity import Fidelity, measure
 from emloc.generate import respond
-from emloc.memory import TaskMemory, memory_key
-from emloc.storage import atomic_write, conf_dir
+from emloc.memory import TaskMemory
+from emloc.progress import interactive, progress
+from emloc.storage import conf_dir
 from emloc.tracking import RunFolder, Tracker, signature
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class Plan:
     demos: list[Example]
     queries: list[Example]
     signature: str
+    matched: tuple[float, str] | None = None  # (retention, run signature) this arm's keep ratio was matched to
+    probes: list[Example] = field(default_factory=list)  # held-out inputs the method asked for (`heldout_count`)
 
 
 def _build(group: str, node: Any) -> Any:
@@ -68,60 +70,31 @@ def _build(group: str, node: Any) -> Any:
 def run_signature(cfg: DictConfig) -> tuple[Compressor, str]:
     """The method (validated) and the run's signature: what `runs/<signature>/` is named. Reads no data, loads no
     model, so a sweep's expected runs can be listed anywhere (`emloc.sweeps`)."""
+    check(cfg)  # value rules of the typed groups (emloc.config): named before anything is queued
     method = _build("method", cfg.method)
-    for key in ("num_shots", "demo_seed", "query_seed"):
-        if not isinstance(cfg.task[key], int) or cfg.task[key] < 0:
-            raise ValueError(f"task.{key} must be an integer >= 0, got {cfg.task[key]!r}")
-    if not isinstance(cfg.eval.batch_size, int) or cfg.eval.batch_size < 1:
-        raise ValueError(f"eval.batch_size must be an integer >= 1, got {cfg.eval.batch_size!r}")
     semantic = OmegaConf.to_container(cfg, resolve=True)
     semantic["task"]["num_shots"] = cfg.task.num_shots if method.uses_demos else 0  # zero-shot: one run, any shots
     if method.revision is not None:  # a changed search invalidates the runs and memories it made
         semantic["method"]["revision"] = method.revision
+    if "keep_ratio" not in method.params():  # `match_retention_of` applies to fixed-ratio arms only
+        semantic.pop("match_retention_of", None)
     return method, signature(semantic)
 
 
-def plan(cfg: DictConfig) -> Plan:
-    """Validate the whole config and draw the split; loads data, never a model."""
+def plan(cfg: DictConfig, origin: matching.Origin | None = None) -> Plan:
+    """Validate the whole config, resolve a matched retention (`emloc.matching`) and draw the split; loads data, never
+    a model. `origin`: how `cfg` was composed (default: the running Hydra job's)."""
     method, sig = run_signature(cfg)
+    matched = matching.matched_retention(cfg, method, origin or matching.Origin.of_job())
+    method = matching.apply(method, matched)
     task = _build("task.loader", cfg.task.loader)
     shots = cfg.task.num_shots if method.uses_demos else 0
     split = task.split(shots, cfg.task.num_queries, cfg.task.demo_seed, cfg.task.query_seed)
     from emloc.video import validate_media  # every image file exists and every video decodes, before a model
 
     validate_media(split.demos + split.queries)
-    return Plan(cfg, method, task, split.demos, split.queries, sig)
-
-
-def build_memory(method: Compressor, demos: list[Example], instruction: str | None, adapter, cache_dir: Path,
-                 checkpoint: bool = True) -> tuple[TaskMemory, dict[str, Any]]:  # fmt: skip
-    """The task memory from the cache, or built (resuming from a partial one) and cached.
-
-    Returns the memory and its bookkeeping: compression seconds (as recorded when it was built), whether it came
-    from the cache, how many chunks an earlier, interrupted attempt had already finished, and its cache key.
-    """
-    expect = adapter.signature()
-    key = memory_key(expect, adapter.device.type, str(adapter.dtype), method.identity(), [d.uid for d in demos],
-                     instruction)  # fmt: skip
-    final, partial = cache_dir / key, cache_dir / f"{key}.partial"
-    book = {"memory_cached": final.exists(), "resumed_chunks": 0, "memory_key": key}
-    if final.exists():
-        log.info("memory cache hit: %s", final)
-        memory = TaskMemory.load(final, expect=expect, device=adapter.device, dtype=adapter.dtype)
-    else:
-        resume = (
-            TaskMemory.load(partial, expect=expect, device=adapter.device, dtype=adapter.dtype)
-            if partial.exists()
-            else None
-        )
-        book["resumed_chunks"] = len(resume.chunks) if resume is not None else 0
-        if resume is not None:
-            log.info("resuming compression after %d finished chunks (%s)", len(resume.chunks), partial)
-        save_partial = (lambda m: m.save(partial)) if checkpoint else None
-        memory = method.build(adapter, demos, instruction, resume=resume, on_chunk=save_partial)
-        memory.save(final)
-        shutil.rmtree(partial, ignore_errors=True)
-    return memory, {"compress_seconds": sum(c.seconds for c in memory.chunks), **book}
+    probes = task.heldout(split, method.heldout_count(), cfg.task.demo_seed)  # inputs the method may measure on
+    return Plan(cfg, method, task, split.demos, split.queries, sig, matched, probes)
 
 
 def fidelity(p: Plan, adapter, memory: TaskMemory, cache_dir: Path) -> Fidelity | None:
@@ -131,7 +104,8 @@ def fidelity(p: Plan, adapter, memory: TaskMemory, cache_dir: Path) -> Fidelity 
     if n <= 0 or not p.method.uses_demos:
         return None
     full, _ = build_memory(FullContext(show_progress=False), p.demos, p.task.instruction, adapter, cache_dir)
-    return measure(adapter, memory, full, adapter.renderer(p.task.instruction), p.queries[:n])
+    per_layer = bool(p.cfg.eval.get("fidelity_layers", False))
+    return measure(adapter, memory, full, adapter.renderer(p.task.instruction), p.queries[:n], per_layer=per_layer)
 
 
 def evaluate(p: Plan, adapter, memory: TaskMemory, folder: RunFolder) -> tuple[list[dict], int]:
@@ -142,7 +116,7 @@ def evaluate(p: Plan, adapter, memory: TaskMemory, folder: RunFolder) -> tuple[l
         log.info("resuming evaluation: %d of %d queries already answered", len(p.queries) - len(todo), len(p.queries))
     renderer = adapter.renderer(p.task.instruction)
     size = p.cfg.eval.batch_size
-    bar = tqdm(total=len(p.queries), initial=len(p.queries) - len(todo), desc="queries")
+    bar = progress(total=len(p.queries), initial=len(p.queries) - len(todo), desc="queries")
     for i in range(0, len(todo), size):
         batch = todo[i : i + size]
         start = time.perf_counter()
@@ -160,12 +134,17 @@ def evaluate(p: Plan, adapter, memory: TaskMemory, folder: RunFolder) -> tuple[l
     return [done[q.uid] for q in p.queries], len(p.queries) - len(todo)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, origin: matching.Origin | None = None) -> dict[str, Any]:
+    """One run to its folder (see the module docstring); `origin`: how `cfg` was composed, needed only for
+    `match_retention_of` outside a Hydra job."""
     from transformers import set_seed
 
     from emloc.models.loading import load
 
-    p = plan(cfg)
+    try:
+        p = plan(cfg, origin)
+    except Exception as err:  # a bad value or missing data: one line naming the key, value and fix (emloc.errors)
+        raise as_config_error(err, cfg, provenance.hydra_state()[1]) from err
     folder = RunFolder(cfg.paths.output_dir, p.signature)
     if folder.done and not cfg.force:
         log.info("run %s is finished: %s (force=true recomputes)", p.signature, folder.path)
@@ -175,24 +154,32 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         for name in ("metrics.json", "predictions.jsonl"):
             (folder.path / name).unlink(missing_ok=True)
     folder.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if not interactive():  # SLURM logs: no carriage-return bars from transformers either
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    option, prov = method_option(cfg, p.method), provenance.collect(cfg.backend.device)
     lg = cfg.logger
     tracker = Tracker(
         lg.mode,
         lg.project,
         lg.entity,
         cfg.sweep_name,
-        f"{method_option(cfg, p.method)}-{p.signature}",
+        f"{option}-{p.signature}",
         list(cfg.tags),
-        OmegaConf.to_container(cfg, resolve=True),
+        {**OmegaConf.to_container(cfg, resolve=True), "provenance": prov},
         folder.path,
         lg.log_memory,
+        run_id=p.signature,  # every attempt of this run (requeues, reruns) writes to one W&B run
+        job_type=option,
     )
     failed = True
     try:
         set_seed(cfg.seed)
         adapter = load(**cfg.model, **{k: v for k, v in cfg.backend.items() if k in ("dtype", "device", "attn")})
         cache = Path(cfg.paths.memory_cache_dir)
-        memory, built = build_memory(p.method, p.demos, p.task.instruction, adapter, cache, cfg.eval.checkpoint_chunks)
+        memory, built = build_memory(p.method, p.demos, p.task.instruction, adapter, cache, cfg.eval.checkpoint_chunks,
+                                     on_chunk=tracker.log_chunk, probes=p.probes)  # fmt: skip
         rows, resumed_predictions = evaluate(p, adapter, memory, folder)
         measured = fidelity(p, adapter, memory, cache)
         if measured is not None:
@@ -208,21 +195,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "retention": memory.retention,
             "max_chunk_js": max(js, default=None),
             "heldout_js": measured.heldout_js if measured is not None else None,
+            "matched_retention": p.matched[0] if p.matched else None,
+            "matched_to": p.matched[1] if p.matched else None,
             **built,
             "query_seconds_mean": sum(r["seconds"] for r in rows) / len(rows),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             **p.method.card(),
-            "method_option": method_option(cfg, p.method),
+            "method_option": option,
             "model": cfg.model.source,
             "task": cfg.task.name,
             "signature": p.signature,
             "sweep_name": cfg.sweep_name,
             "resumed_predictions": resumed_predictions,
             "attempt": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
+            "provenance": prov,  # versions, git, device name, SLURM ids, Hydra dir, options (emloc.provenance)
         }
         folder.write_json("memory_stats.json", stats)
         folder.write_json("metrics.json", result)
-        tracker.finish_run(result, stats, Path(cfg.paths.memory_cache_dir) / built["memory_key"])
+        outputs = [folder.path / n for n in ("predictions.jsonl", "memory_stats.json", "metrics.json", "fidelity.json")]
+        tracker.finish_run(result, stats, cache / built["memory_key"], outputs, built["memory_cached"])
         failed = False
         (folder.path / "error.txt").unlink(missing_ok=True)
         log.info("\n%s", summary_table(result))
@@ -269,6 +260,7 @@ def compose(
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.singleton import Singleton
 
     directory = Path(config_dir).expanduser().resolve() if config_dir else conf_dir()
     if not (directory / f"{config_name}.yaml").is_file():
@@ -276,63 +268,52 @@ def compose(
             f"no emloc Hydra config {config_name}.yaml in {directory} "
             "(set EMLOC_CONF_DIR, or pass config_dir: lmms-eval tasks take metadata.emloc.config_dir)"
         )
+    saved = Singleton.get_state() if GlobalHydra.instance().is_initialized() else None  # inside a running job
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
             return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
     finally:
         GlobalHydra.instance().clear()
+        if saved is not None:  # composing inside a running Hydra job must not disturb it
+            Singleton.set_state(saved)
 
 
-def main(argv: list[str]) -> None:
+def objective(cfg: DictConfig, metrics: dict[str, Any]) -> Any:
+    """What a job returns to its sweeper: the metric named by `optimized_metric`, or, for a multi-objective search
+    (e.g. `[accuracy, retention]` for the Optuna sweeper), one value per named metric."""
+    wanted = cfg.get("optimized_metric")
+    if wanted is None or isinstance(wanted, str):
+        return metrics.get(wanted) if wanted else None
+    return [metrics.get(k) for k in wanted]
+
+
+def job(cfg: DictConfig) -> Any:
+    """The task function of `python run.py` and `emloc run`: the run, and what it returns to the sweeper. A config or
+    data error of a single run ends the process with its one line and exit code 2 (`emloc.errors`); in a sweep it
+    fails its own job only."""
+    try:
+        return objective(cfg, run(cfg))
+    except Exception as err:
+        from emloc.errors import exit_if_config_error
+
+        exit_if_config_error(err)
+        raise
+
+
+def main(argv: list[str]) -> int:
     """`python run.py [argv]` from another entry point (the `emloc run` command): the same config tree, overrides,
-    sweeps and return value for sweepers."""
+    sweeps and return value for sweepers; a config or data error is one line and exit code 2 (`emloc.errors`)."""
     import hydra
+
+    from emloc.errors import guard
 
     @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> Any:
-        return run(cfg).get(cfg.optimized_metric)
+        return job(cfg)
 
     saved, sys.argv = sys.argv, ["emloc run", *argv]
     try:
-        _main()
+        return guard(_main, argv)
     finally:
         sys.argv = saved
-
-
-class JobSummary(Callback):
-    """Hydra callback: every job of a sweep leaves `<sweep dir>/status/<job num>.json` (status, overrides, error),
-    whichever launcher ran it, so one failed point never hides in the others' logs. `sweep_status(<sweep dir>)`
-    returns them as a table."""
-
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        hc = config.hydra
-        if hc.mode != RunMode.MULTIRUN:
-            return
-        ok = job_return.status.name == "COMPLETED"
-        value = job_return._return_value
-        record = {
-            "job": hc.job.num,
-            "status": job_return.status.name,
-            "overrides": list(hc.overrides.task),
-            "result": value if ok else None,
-            "error": None if ok else f"{type(value).__name__}: {value}",
-        }
-        atomic_write(Path(hc.sweep.dir) / "status" / f"{hc.job.num}.json", json.dumps(record, default=str))
-        if not ok:
-            log.error("job %s failed (%s): %s", hc.job.num, " ".join(record["overrides"]), record["error"])
-
-
-def sweep_status(sweep_dir: str | Path) -> tuple[str, int]:
-    """A table of every job's status in a sweep directory, and the number of failed jobs."""
-    records = [
-        json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob("status/*.json"), key=lambda p: int(p.stem))
-    ]
-    if not records:
-        raise FileNotFoundError(f"no job status files in {sweep_dir}/status (is it a multirun directory?)")
-    lines = [
-        f"{r['job']:>4}  {r['status']:<9}  {' '.join(r['overrides'])}" + (f"\n      {r['error']}" if r["error"] else "")
-        for r in records
-    ]
-    failed = sum(r["status"] != "COMPLETED" for r in records)
-    return "\n".join(lines + [f"{len(records) - failed} completed, {failed} failed"]), failed

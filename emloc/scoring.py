@@ -21,14 +21,17 @@ def smooth(scores: torch.Tensor, kernel: int) -> torch.Tensor:
     return F.avg_pool1d(scores[:, None].float(), kernel, stride=1, padding=kernel // 2, count_include_pad=True)[:, 0]
 
 
-def rank(scores: torch.Tensor, protected: torch.Tensor | None = None) -> torch.Tensor:
-    """Token indices per head, most important first. Protected tokens (bool (n,)) rank before all others.
+def rank(scores: torch.Tensor, *protected: torch.Tensor | None) -> torch.Tensor:
+    """Token indices per head, most important first. Protected tokens (bool (n,) masks, highest priority first) rank
+    before all others: every token of the first mask, then of the second, then the rest, each by score.
 
     Returns (heads, n) long. Ties break towards the earlier token, so the order is deterministic.
     """
     s = scores.float()
-    if protected is not None and protected.any():
-        s = torch.where(protected[None].to(s.device), s + (s.abs().max() + 1.0) * 2, s)
+    step = (s.abs().max() + 1.0) * 2
+    for level, mask in enumerate(reversed([m for m in protected if m is not None])):
+        if mask.any():
+            s = torch.where(mask[None].to(s.device), s + step * (2**level), s)
     return torch.sort(s, dim=-1, descending=True, stable=True).indices
 
 

@@ -7,18 +7,26 @@ sweep folders, and the cache root, and the one atomic writer of files and folder
   `path`: a reader sees the old or the new file, never a torn one.
 * `atomic_dir(target)` — a context manager yielding an empty temporary folder next to `target`, swapped into place
   when the block succeeds (an existing `target` is moved aside first, then removed) and discarded when it fails.
+* `exclusive(lock_path)` — an inter-process lock file (`filelock`: flock, which shared file systems honour), so
+  that one process builds what several need while the others wait; yields the seconds spent waiting.
 
-Standard library only; it deliberately knows nothing about what the files contain.
+Standard library and `filelock` only; it deliberately knows nothing about what the files contain.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock, SoftFileLock, Timeout
+
+log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,3 +79,28 @@ def atomic_dir(target: str | os.PathLike, mode: int = 0o755) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def exclusive(lock_path: str | os.PathLike, on_wait: Callable[[], None] | None = None) -> Iterator[float]:
+    """Hold the lock file `lock_path` (no timeout: a holder that dies releases it); `on_wait()` is called once if
+    another process holds it. Yields the seconds spent waiting. A file system without `flock` (some Lustre mounts)
+    falls back to a lock file's existence (`SoftFileLock`, `<lock_path>.soft`)."""
+    path = Path(lock_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock, start = FileLock(str(path)), time.monotonic()
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if on_wait is not None:
+                on_wait()
+            lock.acquire()
+    except NotImplementedError:
+        log.warning("no flock on %s: falling back to a soft lock file (stale if its holder is killed)", path.parent)
+        lock = SoftFileLock(f"{path}.soft")
+        lock.acquire()
+    try:
+        yield time.monotonic() - start
+    finally:
+        lock.release()

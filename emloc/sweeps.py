@@ -16,14 +16,18 @@ queued. Imports Hydra and (through the runner) the method classes; analysis code
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from emloc.storage import conf_dir, sweeps_dir
+from emloc.storage import atomic_write, conf_dir, sweeps_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ class Point:
     method: str | None = None  # the method option
     status: str = "todo"  # done | todo | invalid
     error: str | None = None
+    after: str | None = None  # the run whose retention this one matches (`match_retention_of`), when unfinished
 
     @property
     def label(self) -> str:
@@ -82,7 +87,8 @@ def axes(path: Path) -> dict[str, list[str]]:
     doc = yaml.safe_load(path.read_text()) or {}
     parser, out = OverridesParser.create(), {}
     for key, spec in ((doc.get("hydra") or {}).get("sweeper") or {}).get("params", {}).items():
-        out[key] = list(parser.parse_overrides([f"{key}={spec}"])[0].sweep_string_iterator())
+        override = parser.parse_overrides([f"{key}={spec}"])[0]
+        out[key] = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(spec)]
     return out
 
 
@@ -105,6 +111,7 @@ def plan_sweep(name: str, output_dir: str | Path | None = None, check_data: bool
     """Every run the sweep file asks for, with its signature and status (see the module docstring).
 
     output_dir : where runs are looked up (default: each point's `paths.output_dir`)."""
+    from emloc.matching import Origin, ReferencePending
     from emloc.runner import plan, run_signature
 
     root = Path(directory) if directory else sweeps_dir()
@@ -121,15 +128,25 @@ def plan_sweep(name: str, output_dir: str | Path | None = None, check_data: bool
             _, point.signature = run_signature(cfg)
             if point.signature in seen:  # e.g. zero-shot at another shot count: the same run
                 continue
-            if check_data:
-                plan(cfg)
             runs = Path(output_dir) if output_dir is not None else Path(cfg.paths.output_dir)
             point.status = "done" if (runs / "runs" / point.signature / "metrics.json").is_file() else "todo"
+            if check_data and point.status == "todo":
+                plan(cfg, Origin(root, str(path.relative_to(root).with_suffix("")), point.overrides))
+        except ReferencePending as err:  # its matched-retention reference is not finished: fine if it is planned
+            point.status, point.error, point.after = "pending", str(err), err.signature
         except Exception as err:  # a point that does not compose or validate: named, never run
             point.status, point.error = "invalid", _one_line(err)
         if point.signature:
             seen.add(point.signature)
         result.points.append(point)
+    todo = {p.signature for p in result.points if p.status == "todo"}
+    for p in result.points:
+        if p.status == "pending":
+            p.status, p.error = (
+                ("todo", f"runs after {p.after}, whose retention it matches")
+                if p.after in todo
+                else ("invalid", p.error)
+            )
     return result
 
 
@@ -138,3 +155,42 @@ def _one_line(err: BaseException) -> str:
     while root.__cause__ is not None:
         root = root.__cause__
     return f"{type(root).__name__}: {str(root).splitlines()[0] if str(root) else ''}"
+
+
+# ------------------------------------------------------------------------------------------------ job status
+class JobSummary(Callback):
+    """Hydra callback: every job of a sweep leaves `<sweep dir>/status/<job num>.json` (status, overrides, error),
+    whichever launcher ran it, so one failed point never hides in the others' logs. `sweep_status(<sweep dir>)`
+    returns them as a table."""
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        hc = config.hydra
+        if hc.mode != RunMode.MULTIRUN:
+            return
+        ok = job_return.status.name == "COMPLETED"
+        value = job_return._return_value
+        record = {
+            "job": hc.job.num,
+            "status": job_return.status.name,
+            "overrides": list(hc.overrides.task),
+            "result": value if ok else None,
+            "error": None if ok else f"{type(value).__name__}: {value}",
+        }
+        atomic_write(Path(hc.sweep.dir) / "status" / f"{hc.job.num}.json", json.dumps(record, default=str))
+        if not ok:
+            log.error("job %s failed (%s): %s", hc.job.num, " ".join(record["overrides"]), record["error"])
+
+
+def sweep_status(sweep_dir: str | Path) -> tuple[str, int]:
+    """A table of every job's status in a sweep directory, and the number of failed jobs."""
+    records = [
+        json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob("status/*.json"), key=lambda p: int(p.stem))
+    ]
+    if not records:
+        raise FileNotFoundError(f"no job status files in {sweep_dir}/status (is it a multirun directory?)")
+    lines = [
+        f"{r['job']:>4}  {r['status']:<9}  {' '.join(r['overrides'])}" + (f"\n      {r['error']}" if r["error"] else "")
+        for r in records
+    ]
+    failed = sum(r["status"] != "COMPLETED" for r in records)
+    return "\n".join(lines + [f"{len(records) - failed} completed, {failed} failed"]), failed

@@ -2,29 +2,30 @@
 
 Every point is the mean over demo seeds with an error bar (min–max by default, or a 95 % CI / std); bands do the
 same for per-layer curves. `draw(kind, sweep)` returns a Figure; `report.figure` saves it. It reads only the
-`Sweep` it is given (its runs frame and `layers()`), never files. Kinds:
+`Sweep` it is given, never files. Run-level kinds here, per-layer kinds in `layer_figures`:
 
 * `accuracy_vs_shots` — accuracy and memory size vs number of shots, zero-shot as a reference line;
 * `accuracy_vs_param` — accuracy and retention vs the sweep's parameter (JS threshold, chunk size, keep ladder);
-* `kept_heatmap` — kept entries per layer × chunk, as % of the chunk's tokens (mean, and its spread over seeds);
-* `js_per_layer` — the accepted JS divergence per layer against the threshold δ;
-* `token_kinds` — % of each token kind (template / image / question / answer) pruned per layer (paper Fig. 5);
-* `cost_pareto` — accuracy vs per-query latency and vs memory tokens, with the Pareto front.
+* `cost_pareto` — accuracy vs per-query latency and vs memory tokens, with the Pareto front;
+* `kept_heatmap`, `js_per_layer`, `token_kinds`, `drift` — see `emloc.analysis.layer_figures`;
+* `pareto_front` — accuracy vs retention of a search's runs with their Pareto front (`emloc.analysis.pareto`).
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
-import matplotlib
 import numpy as np
-import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from emloc.analysis.frame import PARAM_LABELS, SEED, Sweep, SweepError, fmt_value, point_label, same_value, t975
+from emloc.analysis import layer_figures
+from emloc.analysis.frame import PARAM_LABELS, Sweep, SweepError, fmt_value, point_label
+from emloc.analysis.pareto import pareto_figure
+from emloc.analysis.plotting import ERR_TEXT, MARKERS, STYLE, legend_below, n_text, save, style, suptitle, yerr
 from emloc.analysis.stats import aggregate
+
+__all__ = ["KINDS", "applicable", "draw", "filename", "save"]
 
 # figure kind → PNG file name
 KINDS = {
@@ -34,29 +35,9 @@ KINDS = {
     "js_per_layer": "accepted_js_per_layer",
     "token_kinds": "pruned_token_kinds",
     "cost_pareto": "cost_vs_accuracy_pareto",
+    "drift": "heldout_js_drift",
+    "pareto_front": "accuracy_retention_pareto",
 }
-STYLE = {
-    "font.size": 11,
-    "axes.titlesize": 12,
-    "axes.labelsize": 11,
-    "xtick.labelsize": 10,
-    "ytick.labelsize": 10,
-    "legend.fontsize": 9.5,
-    "figure.titlesize": 13,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "savefig.facecolor": "white",
-}
-ERR_TEXT = {"minmax": "min–max over seeds", "ci95": "95 % CI of the mean", "std": "± 1 std"}
-SPREAD_TEXT = {"minmax": "max − min", "ci95": "95 % CI half-width", "std": "std"}
-MARKERS = "osD^vP*Xh<>"
-KIND_COLOURS = {"template": "#7f7f7f", "image": "#2ca02c", "question": "#1f77b4", "answer": "#d62728"}
-
-
-@contextmanager
-def style():
-    with matplotlib.rc_context(STYLE):
-        yield
 
 
 def draw(kind: str, sweep: Sweep, err: str = "minmax") -> Figure:
@@ -83,6 +64,8 @@ def applicable(sweep: Sweep) -> list[str]:
         kinds.insert(0, "accuracy_vs_param")
     if sweep.runs["compresses"].any():  # a memory that is not pruned has nothing to show per layer
         kinds += ["kept_heatmap", "js_per_layer", "token_kinds"]
+        if sweep.fidelity is not None and not sweep.fidelity.empty:
+            kinds.append("drift")
     return kinds
 
 
@@ -90,28 +73,6 @@ def filename(kind: str, sweep: Sweep) -> str:
     if kind == "accuracy_vs_param":
         return f"accuracy_retention_vs_{_param(sweep).split('.')[-1]}"
     return KINDS[kind]
-
-
-def save(fig: Figure, path) -> None:
-    with style():
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-def _yerr(agg: pd.DataFrame, m: str, err: str, scale: float = 1.0) -> np.ndarray:
-    mean = agg[f"{m}_mean"].to_numpy(float)
-    if err == "minmax":
-        lo, hi = mean - agg[f"{m}_min"].to_numpy(float), agg[f"{m}_max"].to_numpy(float) - mean
-    elif err == "ci95":
-        lo, hi = mean - agg[f"{m}_ci_low"].to_numpy(float), agg[f"{m}_ci_high"].to_numpy(float) - mean
-    else:
-        lo = hi = agg[f"{m}_std"].to_numpy(float)
-    return np.nan_to_num(np.vstack([lo, hi]) * scale)
-
-
-def _n_text(n: pd.Series) -> str:
-    lo, hi = int(n.min()), int(n.max())
-    return f"n={lo}" if lo == hi else f"n={lo}–{hi}"
 
 
 def _param(sweep: Sweep) -> str:
@@ -125,59 +86,6 @@ def _hue(sweep: Sweep) -> list[str]:
     return [c for c in sweep.by if c != _param(sweep)]
 
 
-def _suptitle(fig: Figure, sweep: Sweep, what: str, err: str | None, spread: str = "bars") -> None:
-    """Title: what, then sweep · model · task · what the points and their spread are (· partial, if so)."""
-    runs = sweep.runs
-    about = [sweep.name, ", ".join(sorted(runs["model"].unique())), "task " + ", ".join(sorted(runs["task"].unique()))]
-    about.append("mean over demo seeds" + (f", {spread}: {ERR_TEXT[err]}" if err else ""))
-    if sweep.missing:
-        about.append(f"partial: {len(sweep.missing)} expected runs missing")
-    fig.suptitle(f"{what}\n" + " · ".join(about), fontsize=12)
-
-
-def _legend_below(fig: Figure, ax) -> None:
-    """One legend for the figure's panels, under them (it never hides a point)."""
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4))
-
-
-def _grid(n: int, width: float, height: float) -> tuple[Figure, list]:
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(width * cols + 0.8, height * rows + 0.9), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
-
-
-def _per_layer(sweep: Sweep) -> list[dict]:
-    """The memory_stats rows of the runs with a pruned memory, per grid point (with its aggregate row and label)."""
-    lf = sweep.layers()
-    lf = lf[lf["compresses"]]
-    if lf.empty:
-        raise SweepError(f"sweep {sweep.name!r} has no pruned memories (only zero-shot / full context runs)")
-    groups = []
-    for _, point in aggregate(sweep.runs[sweep.runs["signature"].isin(lf["signature"])], sweep.by).iterrows():
-        mask = np.logical_and.reduce([lf[c].map(lambda v, w=point[c]: same_value(v, w)) for c in sweep.by])
-        groups.append({"point": point, "label": point_label(point, sweep.by), "rows": lf[mask]})
-    return groups
-
-
-def _band(ax, x, per_seed: pd.DataFrame, colour, label, marker, err: str) -> None:
-    """per_seed: index = layer, columns = seeds."""
-    mean = per_seed.mean(axis=1)
-    if err == "minmax":
-        lo, hi = per_seed.min(axis=1), per_seed.max(axis=1)
-    else:
-        n = per_seed.shape[1]
-        half = per_seed.std(axis=1, ddof=1).fillna(0) * (t975(n) / math.sqrt(n) if err == "ci95" else 1)
-        lo, hi = mean - half, mean + half
-    ax.plot(x, mean, marker=marker, ms=3.5, lw=1.6, color=colour, label=label)
-    ax.fill_between(x, lo, hi, color=colour, alpha=0.2, lw=0)
-
-
-# ------------------------------------------------------------------------------------------------ figures
 def accuracy_vs_param(sweep: Sweep, err: str) -> Figure:
     param, hue = _param(sweep), _hue(sweep)
     agg = aggregate(sweep.runs, sweep.by)
@@ -194,12 +102,12 @@ def accuracy_vs_param(sweep: Sweep, err: str) -> Figure:
             ax.errorbar(
                 x,
                 g[f"{m}_mean"] * 100,
-                yerr=_yerr(g, m, err, 100),
+                yerr=yerr(g, m, err, 100),
                 marker=MARKERS[j],
                 ms=6,
                 capsize=4,
                 lw=1.8,
-                label=f"{name} ({_n_text(g['n'])} seeds)",
+                label=f"{name} ({n_text(g['n'])} seeds)",
             )
             runs = sweep.runs[sweep.runs[param].map(lambda v: fmt_value(v) in pos)]
             for h, kv in zip(hue, key):
@@ -219,9 +127,9 @@ def accuracy_vs_param(sweep: Sweep, err: str) -> Figure:
         ax.set_xlabel(xlabel + " — categorical axis")
         ax.set_ylabel(f"{m} (%)")
         ax.set_title(title)
-    _legend_below(fig, axes[0])
+    legend_below(fig, axes[0])
     axes[1].set_ylim(0, max(5, float((agg["retention_max"] * 100).max()) * 1.15))
-    _suptitle(fig, sweep, f"Accuracy and retention vs {xlabel.split(' (')[0]} (small dots: single seeds)", err)
+    suptitle(fig, sweep, f"Accuracy and retention vs {xlabel.split(' (')[0]} (small dots: single seeds)", err)
     return fig
 
 
@@ -242,12 +150,12 @@ def accuracy_vs_shots(sweep: Sweep, err: str) -> Figure:
         shift = 0.12 * (dodged.index(method) - (len(dodged) - 1) / 2) if method in dodged else 0.0
         x = np.array([pos[round(n)] for n in g["num_shots_mean"]]) + shift
         colour = "black" if method in zero else f"C{j}"
-        name = f"{method} ({_n_text(g['n'])} seeds)"
+        name = f"{method} ({n_text(g['n'])} seeds)"
         for ax, m, scale in zip(axes, ("accuracy", "memory_tokens"), (100, 1)):
             ax.errorbar(
                 x,
                 g[f"{m}_mean"] * scale,
-                yerr=_yerr(g, m, err, scale),
+                yerr=yerr(g, m, err, scale),
                 marker=MARKERS[j],
                 ms=6,
                 capsize=4,
@@ -266,113 +174,9 @@ def accuracy_vs_shots(sweep: Sweep, err: str) -> Figure:
         ax.set_xlabel("number of shots (demonstrations in context; categorical axis)")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
-    _legend_below(fig, axes[0])
+    legend_below(fig, axes[0])
     axes[1].set_ylim(bottom=0)
-    _suptitle(fig, sweep, "Accuracy vs number of shots: zero-shot / full context / EMLoC (dashed: zero-shot)", err)
-    return fig
-
-
-def _spread(per_seed: pd.DataFrame, err: str) -> pd.Series:
-    """Per row, the spread of the columns (seeds): max − min, std, or the 95 % CI half-width."""
-    n = per_seed.notna().sum(axis=1)
-    if err == "minmax":
-        spread = per_seed.max(axis=1) - per_seed.min(axis=1)
-    else:
-        spread = per_seed.std(axis=1, ddof=1) * (n.map(t975) / np.sqrt(n) if err == "ci95" else 1)
-    return spread.where(n > 1)  # one seed: no spread (drawn grey)
-
-
-def _heat(ax, frame: pd.DataFrame, cmap: str, vmax: float):
-    """frame: index = layer, columns = chunk."""
-    colours = matplotlib.colormaps[cmap].with_extremes(bad="lightgrey")
-    image = ax.imshow(
-        frame.to_numpy(), origin="lower", aspect="auto", cmap=colours, vmin=0, vmax=vmax, interpolation="nearest"
-    )
-    step = max(1, math.ceil(frame.shape[1] / 8))
-    ax.set_xticks(range(0, frame.shape[1], step), [str(c) for c in frame.columns[::step]])
-    ax.set_yticks(range(0, frame.shape[0], max(1, round(frame.shape[0] / 8))))
-    ax.set_xlabel("chunk (compression order)")
-    ax.set_ylabel("layer (0 = input side)")
-    ax.grid(False)
-    return image
-
-
-def kept_heatmap(sweep: Sweep, err: str) -> Figure:
-    """Per grid point: the mean kept share per layer × chunk (top) and its spread over the seeds (below)."""
-    groups = _per_layer(sweep)
-    cols = min(len(groups), 3)
-    rows = math.ceil(len(groups) / cols)
-    fig = Figure(figsize=(3.7 * cols + 1.6, 7.4 * rows + 0.9), layout="constrained")
-    axes = fig.subplots(2 * rows, cols, squeeze=False)
-    for i in range(len(groups), rows * cols):
-        axes[2 * (i // cols), i % cols].set_visible(False)
-        axes[2 * (i // cols) + 1, i % cols].set_visible(False)
-    for i, g in enumerate(groups):
-        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
-        kept = g["rows"].assign(pct=lambda d: 100 * d["kept"] / d["num_tokens"])
-        per_seed = kept.pivot_table(index=["layer", "chunk"], columns=SEED, values="pct")
-        mean_image = _heat(top, per_seed.mean(axis=1).unstack("chunk"), "viridis", 100)
-        spread_image = _heat(bottom, _spread(per_seed, err).unstack("chunk"), "Reds", 100)
-        n = int(g["point"]["n"])
-        seeds = f"{n} seed" + "s" * (n > 1)
-        top.set_title(
-            f"{g['label']}\nretention {g['point']['retention_mean'] * 100:.0f} %, mean of {seeds}", fontsize=10.5
-        )
-        bottom.set_title(f"{g['label']}: spread over {seeds}" + (" (none: grey)" if n < 2 else ""), fontsize=10.5)
-    for r in range(rows):  # one pair of colour bars per row of panels
-        fig.colorbar(mean_image, ax=list(axes[2 * r]), label="kept, mean (% of chunk)", shrink=0.9)
-        fig.colorbar(spread_image, ax=list(axes[2 * r + 1]), label=f"spread: {SPREAD_TEXT[err]} (pp)", shrink=0.9)
-    _suptitle(fig, sweep, "Kept tokens per layer × chunk (top: mean; below: spread over demo seeds)", None)
-    return fig
-
-
-def js_per_layer(sweep: Sweep, err: str) -> Figure:
-    groups = _per_layer(sweep)
-    groups = [g for g in groups if g["rows"]["js"].notna().any()]
-    if not groups:
-        raise SweepError(f"no accepted JS values in sweep {sweep.name!r} (only methods without a JS search, or δ = 0)")
-    fig = Figure(figsize=(8.5, 4.8), layout="constrained")
-    ax = fig.subplots()
-    positive = []
-    for j, g in enumerate(groups):
-        per_run = g["rows"].groupby([SEED, "layer"])["js"].mean().unstack(SEED)
-        colour = f"C{j}"
-        _band(ax, per_run.index, per_run, colour, f"{g['label']} (n={int(g['point']['n'])})", MARKERS[j], err)
-        runs = sweep.runs[sweep.runs["signature"].isin(g["rows"]["signature"])]
-        delta = runs["method.js_threshold"].iloc[0] if "method.js_threshold" in runs else None
-        if delta is not None and not (isinstance(delta, float) and math.isnan(delta)):
-            ax.axhline(delta, color=colour, ls="--", lw=1.1)
-            positive.append(delta)
-        positive += [v for v in per_run.stack().tolist() if v > 0]
-    if positive and max(positive) / max(min(positive), 1e-12) > 20:
-        ax.set_yscale("log")
-    ax.plot([], [], color="grey", ls="--", label="threshold δ (same colour)")
-    ax.set_xlabel("layer (0 = input side)")
-    ax.set_ylabel("accepted JS divergence (nats / answer token)")
-    ax.set_title("JS divergence of the accepted pruning per layer (mean over chunks)")
-    _legend_below(fig, ax)
-    _suptitle(fig, sweep, "Accepted JS divergence per layer", err, "bands")
-    return fig
-
-
-def token_kinds(sweep: Sweep, err: str) -> Figure:
-    groups = _per_layer(sweep)
-    rows = pd.concat([g["rows"] for g in groups])
-    kinds = [k for k in KIND_COLOURS if rows.get(f"tokens_{k}", pd.Series(dtype=float)).sum() > 0]
-    absent = [k for k in KIND_COLOURS if k not in kinds]
-    fig, axes = _grid(len(groups), 4.4, 3.6)
-    for ax, g in zip(axes, groups):
-        per = g["rows"].groupby([SEED, "layer"])[[f"tokens_{k}" for k in kinds] + [f"kept_{k}" for k in kinds]].sum()
-        for k in kinds:
-            pruned = (100 * (1 - per[f"kept_{k}"] / per[f"tokens_{k}"])).unstack(SEED)
-            _band(ax, pruned.index, pruned, KIND_COLOURS[k], k, None, err)
-        ax.set_ylim(-3, 103)
-        ax.set_xlabel("layer (0 = input side)")
-        ax.set_ylabel("pruned (% of that kind's tokens)")
-        ax.set_title(f"{g['label']} (n={int(g['point']['n'])})")
-    fig.legend(*axes[0].get_legend_handles_labels(), title="token kind", loc="outside right center")
-    note = f" (no {', '.join(absent)} tokens in this task)" if absent else ""
-    _suptitle(fig, sweep, f"Kinds of pruned tokens per layer{note}", err, "bands")
+    suptitle(fig, sweep, "Accuracy vs number of shots: zero-shot / full context / EMLoC (dashed: zero-shot)", err)
     return fig
 
 
@@ -401,8 +205,8 @@ def cost_pareto(sweep: Sweep, err: str) -> Figure:
             ax.errorbar(
                 x[j],
                 y[j],
-                xerr=_yerr(agg.iloc[[j]], m, err, scale),
-                yerr=_yerr(agg.iloc[[j]], "accuracy", err, 100),
+                xerr=yerr(agg.iloc[[j]], m, err, scale),
+                yerr=yerr(agg.iloc[[j]], "accuracy", err, 100),
                 marker=MARKERS[j % len(MARKERS)],
                 ms=7,
                 capsize=3,
@@ -418,15 +222,17 @@ def cost_pareto(sweep: Sweep, err: str) -> Figure:
         ax.set_xlim(left=0)
     axes[0].set_ylabel("accuracy (%)")
     axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
-    _suptitle(fig, sweep, "Cost vs accuracy (up and to the left is better)", err)
+    suptitle(fig, sweep, "Cost vs accuracy (up and to the left is better)", err)
     return fig
 
 
 DRAW = {
     "accuracy_vs_shots": accuracy_vs_shots,
     "accuracy_vs_param": accuracy_vs_param,
-    "kept_heatmap": kept_heatmap,
-    "js_per_layer": js_per_layer,
-    "token_kinds": token_kinds,
+    "kept_heatmap": layer_figures.kept_heatmap,
+    "js_per_layer": layer_figures.js_per_layer,
+    "token_kinds": layer_figures.token_kinds,
     "cost_pareto": cost_pareto,
+    "drift": layer_figures.drift,
+    "pareto_front": lambda sweep, err: pareto_figure(sweep.runs),
 }

@@ -19,7 +19,7 @@ import pandas as pd
 SEED = "task.demo_seed"
 METRICS = (
     "accuracy", "num_queries", "num_shots", "context_tokens", "memory_tokens", "retention", "max_chunk_js",
-    "compress_seconds", "query_seconds_mean", "peak_rss_mb",
+    "heldout_js", "compress_seconds", "query_seconds_mean", "peak_rss_mb",
 )  # fmt: skip
 INT_METRICS = ("num_queries", "num_shots", "context_tokens")
 # what every run records about its method (`Compressor.card()`): analysis never imports a method class
@@ -107,6 +107,7 @@ class Sweep:
     by: list[str]
     layer_stats: pd.DataFrame | None = None
     predictions: pd.DataFrame | None = None
+    fidelity: pd.DataFrame | None = None  # held-out JS per chunk and per layer (`loading.load_fidelity`)
     sweep_file: str | None = None  # the sweep file the runs were checked against
     expected: int | None = None  # distinct runs the sweep file asks for
     missing: list[str] = field(default_factory=list)  # grid points (with seed) without a finished run

@@ -29,7 +29,8 @@ import yaml
 
 from emloc.analysis.frame import FLAGS, INT_METRICS, METRICS, SEED
 
-CONFIG_KEYS = ("model", "task", "method", "backend", "eval", "seed", "sweep_name")
+CONFIG_KEYS = ("model", "task", "method", "backend", "eval", "seed", "sweep_name", "match_retention_of")
+OPTIONAL = ("matched_retention", "matched_to")
 LABEL_COLUMNS = ("method", "method_option", "model", "task", "signature", "sweep_name", "memory_key")
 
 
@@ -62,6 +63,8 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     for m in METRICS:
         df[m] = pd.to_numeric(df[m], errors="coerce") if m in df else float("nan")
         df[m] = df[m].astype("int64" if m in INT_METRICS and df[m].notna().all() else "float64")
+    for key in OPTIONAL:  # metrics a run may leave empty (W&B drops empty summary values): same columns everywhere
+        df[key] = df[key] if key in df else None
     for flag, default in zip(FLAGS, (True, True, False)):  # runs from before method cards: a compressed memory
         df[flag] = df[flag].fillna(default).astype(bool) if flag in df else default
     config = sorted(c for c in df.columns if "." in c or c == "seed")
@@ -153,6 +156,19 @@ def load_layer_stats(output_dir: str | Path, signatures: list[str]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def load_fidelity(output_dir: str | Path, signatures: list[str]) -> pd.DataFrame:
+    """One row per run × point of its `fidelity.json` (`emloc.fidelity`): `curve` "chunk" (held-out JS after each
+    chunk: the drift curve) or "layer" (only that layer compressed), `index` (chunk or layer) and `js`."""
+    rows = []
+    for sig in signatures:
+        path = Path(output_dir) / "runs" / sig / "fidelity.json"
+        if path.is_file():
+            data = json.loads(path.read_text())
+            rows += [{"signature": sig, "curve": "chunk", "index": i, "js": v} for i, v in enumerate(data["drift"])]
+            rows += [{"signature": sig, "curve": "layer", "index": i, "js": v} for i, v in enumerate(data["per_layer"])]
+    return pd.DataFrame(rows, columns=["signature", "curve", "index", "js"])
+
+
 def load_predictions(output_dir: str | Path, signatures: list[str]) -> pd.DataFrame:
     """One row per run × query from the runs' `predictions.jsonl`: uid, correct, prediction, and `scores` (the
     candidates' log-probabilities, in the query's `choices` order) when the query was ranked."""
@@ -180,5 +196,5 @@ def run_sweep_names(output_dir: Path) -> dict[str, str | None]:
     }
 
 
-__all__ = ["SEED", "load_layer_stats", "load_predictions", "load_runs", "load_wandb_api", "load_wandb_offline",
+__all__ = ["SEED", "load_fidelity", "load_layer_stats", "load_predictions", "load_runs", "load_wandb_api", "load_wandb_offline",
            "read_wandb_run", "run_sweep_names"]  # fmt: skip

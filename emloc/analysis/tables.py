@@ -24,6 +24,7 @@ from emloc.analysis.stats import aggregate, paired
 # (column, header, scale, decimals) of the tables
 TABLE_METRICS = (
     ("accuracy", "accuracy (%)", 100, 1), ("retention", "retention (%)", 100, 1),
+    ("heldout_js", "held-out JS (×10⁻³)", 1000, 1),
     ("memory_tokens", "memory (tokens/layer)", 1, 0), ("context_tokens", "context (tokens)", 1, 0),
     ("query_seconds_mean", "latency (ms/query)", 1000, 0), ("compress_seconds", "compression (s)", 1, 1),
     ("peak_rss_mb", "peak RSS (MB)", 1, 0),
@@ -155,4 +156,16 @@ def matched_retention_table(sweep: Sweep) -> Table:
     keep = sweep.runs.get("method.keep_ratio", pd.Series(dtype=float)).dropna()
     if len(keep):
         table.notes += f" Baselines keep `keep_ratio` {keep.min():.3f}–{keep.max():.3f} of every chunk (per seed)."
+    return table
+
+
+def matched_comparison_table(sweep: Sweep) -> Table:
+    """Every arm against the arm the baselines' retention was matched to (`match_retention_of`), same queries."""
+    option = sweep.runs.get("match_retention_of", pd.Series(dtype=object)).dropna()
+    labels = sweep.runs.loc[sweep.runs["method_option"].isin(set(option)), "method"] if len(option) else []
+    if len(labels) == 0:
+        raise SweepError(f"sweep {sweep.name!r} matches no arm's retention (no match_retention_of run in it)")
+    reference = str(labels.iloc[0])
+    table = comparison_table(sweep, reference=reference)
+    table.name, table.title = "vs_matched", f"{sweep.name}: each arm against {reference} (the retention they match)"
     return table

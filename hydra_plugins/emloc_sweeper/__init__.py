@@ -52,46 +52,68 @@ class PlannedSweeper(BasicSweeper):
     def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.invalid: list[dict[str, Any]] = []
+        self.deferred: list[Sequence[str]] = []  # points whose matched-retention reference runs in this wave
 
     def setup(self, **kwargs: Any) -> None:
         super().setup(**kwargs)
         self.launcher = _Planned(self.launcher)
 
-    def get_job_batch(self) -> Sequence[Sequence[str]]:
+    def is_done(self) -> bool:
+        return super().is_done() and not self.deferred
+
+    def _plan(self, overrides: Sequence[str]) -> dict[str, Any]:
+        from emloc.matching import Origin, ReferencePending
         from emloc.runner import plan  # a bad point fails here, before anything is queued
 
-        batch, keep, records, signatures = super().get_job_batch(), [], [], set()
-        for overrides in batch:
-            record: dict[str, Any] = {"overrides": list(overrides)}
-            try:
-                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-                with open_dict(cfg):
-                    del cfg["hydra"]
-                p = plan(cfg)
-                record["signature"] = p.signature
-                done = (Path(cfg.paths.output_dir) / "runs" / p.signature / "metrics.json").is_file()
-                record["status"] = "done" if done and not cfg.force else "todo"
-                if p.signature in signatures:  # e.g. zero-shot at another shot count: the same run
-                    record["status"] = "duplicate"
-                signatures.add(p.signature)
-            except Exception as err:
-                root = err
-                while root.__cause__ is not None:
-                    root = root.__cause__
-                record["status"], record["error"] = "invalid", f"{type(root).__name__}: {root}"
-                log.error("invalid grid point, not launched: %s\n  %s", " ".join(overrides), record["error"])
-                self.invalid.append(record)
-            if record["status"] == "todo":
-                keep.append(overrides)
-            records.append(record)
-        count = {s: sum(r["status"] == s for r in records) for s in ("todo", "done", "duplicate", "invalid")}
-        log.info("planned %d grid points: %d to run, %d finished (skipped), %d duplicates of another point, %d invalid",
-                 len(batch), *count.values())  # fmt: skip
+        record: dict[str, Any] = {"overrides": list(overrides)}
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            origin = Origin.of(cfg.hydra, list(overrides))
+            with open_dict(cfg):
+                del cfg["hydra"]
+            p = plan(cfg, origin)
+            record["signature"] = p.signature
+            done = (Path(cfg.paths.output_dir) / "runs" / p.signature / "metrics.json").is_file()
+            record["status"] = "done" if done and not cfg.force else "todo"
+        except ReferencePending as err:
+            record["status"], record["after"], record["error"] = "pending", err.signature, str(err)
+        except Exception as err:
+            root = err
+            while root.__cause__ is not None:
+                root = root.__cause__
+            record["status"], record["error"] = "invalid", f"{type(root).__name__}: {root}"
+        return record
+
+    def get_job_batch(self) -> Sequence[Sequence[str]]:
+        if super().is_done():  # the second wave: points whose references ran in the first
+            batch, self.deferred = self.deferred, []
+        else:
+            batch = super().get_job_batch()
+        records, signatures = [self._plan(o) for o in batch], set()
+        for r in records:
+            if r["status"] == "todo" and r["signature"] in signatures:  # e.g. zero-shot at other shot counts
+                r["status"] = "duplicate"
+            signatures.add(r.get("signature"))
+        todo = {r["signature"] for r in records if r["status"] == "todo"}
+        for r in records:
+            if r["status"] == "pending" and r["after"] in todo:
+                r["status"] = "deferred"  # its reference runs in this wave; it runs in the next
+                self.deferred.append(r["overrides"])
+            elif r["status"] == "pending":
+                r["status"] = "invalid"
+            if r["status"] == "invalid":
+                log.error("invalid grid point, not launched: %s\n  %s", " ".join(r["overrides"]), r["error"])
+                self.invalid.append(r)
+        count = {
+            s: sum(r["status"] == s for r in records) for s in ("todo", "done", "duplicate", "deferred", "invalid")
+        }
+        log.info("planned %d grid points: %d to run, %d finished (skipped), %d duplicates of another point, "
+                 "%d after their matched-retention reference, %d invalid", len(batch), *count.values())  # fmt: skip
         plan_file = Path(self.config.hydra.sweep.dir) / "plan.json"
         previous = json.loads(plan_file.read_text()) if plan_file.is_file() else []
         plan_file.parent.mkdir(parents=True, exist_ok=True)
         plan_file.write_text(json.dumps(previous + records, indent=1))
-        return keep
+        return [r["overrides"] for r in records if r["status"] == "todo"]
 
     def sweep(self, arguments: list[str]) -> Any:
         try:

@@ -18,7 +18,7 @@ FIRST="main_table"
 # each sweep alone on 1 thread, from scratch (s): main_table 425 | ablate_shots 582, pruning_strategies 303,
 # ablate_js_threshold 260 | ablate_chunk_size 660, ablate_keep_ratios 364  ->  ~26 min on 2 otherwise idle cores
 LANE_A="ablate_shots pruning_strategies ablate_js_threshold"
-LANE_B="ablate_chunk_size ablate_keep_ratios"
+LANE_B="ablate_chunk_size ablate_keep_ratios e2e_targets"
 
 # run NAME...: each sweep in turn, its output in $LOGS/NAME.log; prints wall and CPU time per sweep
 run() {

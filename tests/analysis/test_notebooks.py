@@ -16,16 +16,31 @@ STEMS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
 SEEDS = (0, 1)
 # per sweep file: the tiny grid standing in for it (each point run for every seed)
 GRIDS = {
-    "main_table": [[f"method={m}"] for m in ("zero_shot", "full_context", "emloc")],
+    "main_table": [[f"method={m}"] for m in ("zero_shot", "full_context", "emloc_paper")],
     "ablate_js_threshold": [[f"method.js_threshold={d}"] for d in (0.01, 0.05)],
     "ablate_chunk_size": [[f"method.chunk_size={c}"] for c in (2, 4)],
     "ablate_shots": [
-        [f"task.num_shots={n}", f"method={m}"] for n in (4, 8) for m in ("zero_shot", "full_context", "emloc")
+        [f"task.num_shots={n}", f"method={m}"] for n in (4, 8) for m in ("zero_shot", "full_context", "emloc_paper")
     ],
     "ablate_keep_ratios": [["method.keep_ratios=[0.2,0.5]"], ["method.keep_ratios=[0.5]"]],
+    "e2e_targets": [
+        [f"method={m}", "+match_retention_of=emloc_e2e", "eval.fidelity_layers=true"]
+        for m in ("full_context", "emloc_e2e", "emloc_paper", "snapkv")
+    ],
     "pruning_strategies": [
-        [f"method={m}", "+matched_retention=0.3"]
-        for m in ("emloc", "snapkv", "h2o", "pyramidkv", "streamingllm", "random")
+        [f"method={m}", "+match_retention_of=emloc_paper"]
+        for m in (
+            "full_context",
+            "emloc_paper",
+            "snapkv",
+            "snapkv_protect",
+            "h2o",
+            "pyramidkv",
+            "streamingllm",
+            "kvzip",
+            "expected_attention",
+            "random",
+        )
     ],
 }
 
@@ -52,13 +67,18 @@ def test_every_sweep_file_has_a_clean_parameterised_notebook():
 @pytest.mark.slow
 def test_run_all_executes_every_notebook_on_real_runs(tmp_path):
     from emloc import runner
+    from emloc.matching import Origin
+    from emloc.storage import conf_dir
     from tests.conftest import compose
 
     out = tmp_path / "outputs"
     for stem, grid in GRIDS.items():
         for point in grid:
             for seed in SEEDS:
-                runner.run(compose(["debug=tiny", f"sweep_name=tiny_{stem}", f"task.demo_seed={seed}", *point], out))
+                overrides = ["debug=tiny", f"sweep_name=tiny_{stem}", f"task.demo_seed={seed}", *point]
+                runner.run(
+                    compose(overrides, out), Origin(conf_dir(), "config", [*overrides, f"paths.output_dir={out}"])
+                )
     dest = tmp_path / "executed"
     env = {**os.environ, "OUTPUT_DIR": str(out), "PREFIX": "tiny_", "DEST": str(dest), "MPLBACKEND": "Agg"}
     proc = subprocess.run(["bash", str(ANALYSIS / "run_all.sh")], env=env, capture_output=True, text=True, timeout=1800)

@@ -229,3 +229,28 @@ def test_emloc_command_dispatches(capsys):
     assert "--shots" in capsys.readouterr().out
     assert cli.main(["frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+def test_comparison_table_pairs_every_arm_with_full_context(tmp_path):
+    """Real tiny runs of three arms on two demo seeds: each compressed arm gets its paired difference against full
+    context on the same queries, with the candidate scores the runs kept."""
+    from emloc import runner
+    from tests.conftest import compose
+
+    for seed in (0, 1):
+        for method in ("full_context", "emloc", "snapkv"):
+            runner.run(compose(["debug=tiny", "sweep_name=cmp", f"task.demo_seed={seed}", f"method={method}", "eval.fidelity_queries=0",
+                                "task.num_queries=8"], tmp_path))  # fmt: skip
+    sweep = report.load_sweep(tmp_path, "cmp")
+    assert sweep.by == ["method"] and len(sweep.predictions) == 6 * 8
+    assert sweep.predictions["scores"].map(len).eq(4).all()  # the synthetic task's 4 candidates, per query
+    table = report.comparison_table(sweep)
+    rows = dict(zip(table.frame["method"], table.frame["vs"]))
+    assert rows == {"full context": "reference", "EMLoC, warm bisect search, answer rows only": "full context",
+                    "SnapKV": "full context"}  # fmt: skip
+    data = table.data.set_index(table.frame["method"])
+    assert data.loc["SnapKV", "paired_queries"] == 16 and 0 <= data.loc["SnapKV", "paired_agreement"] <= 1
+    assert (
+        data.loc["SnapKV", "paired_ci_low"] <= data.loc["SnapKV", "paired_diff"] <= data.loc["SnapKV", "paired_ci_high"]
+    )
+    assert "95 % CI" in table.notes and "[" in table.markdown()

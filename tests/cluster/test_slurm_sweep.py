@@ -1,4 +1,5 @@
-"""Sweeps on a real SLURM cluster (`.ci/slurm-ci.sh up`): arrays, requeue-and-resume, skipping finished runs.
+"""Sweeps on a real SLURM cluster (`.ci/slurm-ci.sh up`): arrays, requeue-and-resume (into one W&B run), skipping
+finished runs.
 
 Skipped when `sbatch` is not on PATH. Run: pytest -m slurm tests/cluster/test_slurm_sweep.py (the requeue test is also `slow`).
 """
@@ -66,13 +67,14 @@ def test_sweep_runs_as_a_slurm_array_and_reruns_do_nothing(tmp_path):
 @pytest.mark.slow  # 6-10 minutes of real SLURM time: .ci/run runs it in its own step (pytest -m 'slurm and slow')
 def test_a_job_past_its_time_limit_is_requeued_and_resumes(tmp_path):
     """The real SmolLM2 on a run that outlives its 3-minute limit: SIGUSR2 → submitit checkpoint → requeue.
-    The second attempt must take over the finished chunks / predictions, not recompute them."""
+    The second attempt must take over the finished chunks / predictions, not recompute them, and every attempt
+    writes to ONE W&B run (id = run signature, offline files) whose history has one row per chunk."""
     # ~4-5 minutes of work (idle 2 cores) against <= 150 s per attempt (3-minute limit, SIGUSR2 30 s before, Slurm may
     # signal up to 60 s early): at least one requeue; each attempt has room for the cold first chunk even on a busy node
     out = launch(
         tmp_path,
         "sweep_name=requeue",
-        "logger=none",
+        "logger=wandb_offline",
         "task.num_shots=32",
         f"task.num_queries={QUERIES}",
         "method.chunk_size=2",
@@ -88,3 +90,14 @@ def test_a_job_past_its_time_limit_is_requeued_and_resumes(tmp_path):
     assert m["resumed_chunks"] + m["resumed_predictions"] > 0
     rows = (tmp_path / "out" / "runs" / m["signature"] / "predictions.jsonl").read_text().splitlines()
     assert len(rows) == len({json.loads(r)["uid"] for r in rows}) == QUERIES, "a prediction was recomputed"
+    from tests.run.test_tracking import history, offline_runs, wandb_records
+
+    folder = tmp_path / "out" / "runs" / m["signature"]
+    attempts = offline_runs(folder)
+    assert len(attempts) == m["attempt"] + 1, [p.name for p in attempts]  # one W&B file per SLURM attempt ...
+    assert {p.name.rsplit("-", 1)[-1] for p in attempts} == {m["signature"]}  # ... all of ONE run id
+    records = [wandb_records(p) for p in attempts]
+    assert all(r["run"]["run_id"] == m["signature"] for rs in records for r in rs if r["type"] == "run")
+    assert any(r["type"] == "preempting" for r in records[0]), "the interrupted attempt was not marked preempting"
+    chunks = [h["compress/chunk"] for rs in records for h in history(rs) if "compress/chunk" in h]
+    assert chunks == list(range(32 // 2)), "one history row per chunk, across the attempts"

@@ -194,3 +194,13 @@ def test_probe_rows_add_the_reference_end_of_turn_row():
     batch = collate(rows, pad_id=0)
     assert batch.probe_rows(False).tolist() == [[True, True, True, False, False], [True, True, False, False, False]]
     assert batch.probe_rows(True).tolist() == [[True, True, True, True, False], [True, True, True, False, False]]
+
+
+def test_decision_rows_are_the_rows_predicting_each_first_answer_token():
+    from emloc.prompts import Row, collate
+
+    rows = [
+        Row([1, 2, 3, 4, 5], [0, 3, 3, 0, 0], [False, True, True, True, False]),
+        Row([1, 2, 3], [0, 3, 0], [False, True, True]),
+    ]
+    assert collate(rows, pad_id=0).decision_rows().tolist() == [[True] + [False] * 4, [True] + [False] * 4]

@@ -93,7 +93,7 @@ PAPER_SETTINGS = {  # task: (shots, demos per chunk, pixels per image, max new t
     "mme_realworld_lite": (20, 4, 256 * 28 * 28, 16, 4),
     "ok_vqa": (20, 4, 256 * 28 * 28, 128, 4),
     "screenspot_rec": (20, 4, 256 * 28 * 28, 128, 4),
-    "youcook2": (20, 4, 128 * 28 * 28, 128, 1),
+    "youcook2": (20, 4, 256 * 28 * 28, 128, 1),
 }
 
 
@@ -104,7 +104,8 @@ def test_paper_experiments_pin_the_reference_settings(task, tmp_path):
     shots, chunk, pixels, tokens, batch = PAPER_SETTINGS[task]
     cfg = compose([f"experiment=qwen2vl7b_{task}_{shots}"], tmp_path)
     c = OmegaConf.to_container(cfg, resolve=True)
-    assert c["model"] == {"source": "Qwen/Qwen2-VL-7B-Instruct", "seed": 0, "min_pixels": pixels, "max_pixels": pixels}
+    assert c["model"] == {"source": "Qwen/Qwen2-VL-7B-Instruct", "seed": 0, "min_pixels": pixels, "max_pixels": pixels,
+                          "revision": None}  # fmt: skip
     assert c["backend"] == {"device": "cuda", "dtype": "bfloat16", "attn": "sdpa"}
     assert (c["task"]["name"], c["task"]["num_shots"], c["eval"]["max_new_tokens"], c["eval"]["batch_size"]) == (
         task,

@@ -106,7 +106,9 @@ def test_unknown_option_is_hydras_error(tmp_path):
 
 
 def test_missing_data_path_is_named(tmp_path, no_model_load):
-    with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
+    from emloc.config import ConfigError  # a data error: one line naming the file (emloc.errors)
+
+    with pytest.raises(ConfigError, match="nowhere.jsonl"):
         runner.run(compose(["debug=tiny", "task=jsonl", f"task.loader.path={tmp_path}/nowhere.jsonl"], tmp_path))
 
 
@@ -163,7 +165,11 @@ def test_console_script_runs_like_run_py(tmp_path):
     first = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     [metrics] = list(tmp_path.glob("runs/*/metrics.json"))
-    assert json.loads(metrics.read_text())["num_queries"] > 0
+    m = json.loads(metrics.read_text())
+    assert m["num_queries"] > 0
+    prov = m["provenance"]  # the option chosen per group and the Hydra job's folder, as Hydra composed them
+    assert prov["options"]["method"] == m["method_option"] == "emloc" and prov["options"]["debug"] == "tiny"
+    assert prov["options"]["hydra/launcher"] == "basic" and prov["hydra_output_dir"] == str(tmp_path / "hydra")
     stamp = metrics.stat().st_mtime_ns
     second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0 and "is finished" in second.stdout + second.stderr

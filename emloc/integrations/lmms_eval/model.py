@@ -317,7 +317,7 @@ class EMLoCLMM(lmms):
         """Built, or loaded from `memory_dir` (the runner's cache layout and key: both reach the same entries)."""
         if not self.memory_dir:
             return state.method.build(self.adapter, state.demos, state.instruction)
-        from emloc.runner import build_memory
+        from emloc.cache import build_memory
 
         memory, _ = build_memory(state.method, state.demos, state.instruction, self.adapter, Path(self.memory_dir))
         return memory
