@@ -23,6 +23,7 @@ METHOD_MODULES = (
     "emloc.baselines",
     "emloc.kvzip",
     "emloc.expected_attention",
+    "emloc.e2e",
 )  # where the method classes live
 
 

@@ -15,10 +15,12 @@
 set -uo pipefail
 
 FIRST="main_table"
-# each sweep alone on 1 thread, from scratch (s): main_table 425 | ablate_shots 582, pruning_strategies 303,
-# ablate_js_threshold 260 | ablate_chunk_size 660, ablate_keep_ratios 364  ->  ~26 min on 2 otherwise idle cores
-LANE_A="ablate_shots pruning_strategies ablate_js_threshold"
-LANE_B="ablate_chunk_size ablate_keep_ratios e2e_targets"
+# seconds on 1 thread each, two lanes on 2 otherwise idle cores (CI, 2026-12-03): main_table 289 | ablate_shots 371,
+# pruning_strategies 648, ablate_js_threshold 258, ablate_keep_ratios 386 | ablate_chunk_size 752, e2e_targets ~1000
+# -> ~35 min in all (after that run: ablate_chunk_size moved from chunks 1,2,4 to 2,4,8, e2e_targets got the 3 fast-EMLoC
+# runs)
+LANE_A="ablate_shots pruning_strategies ablate_js_threshold ablate_keep_ratios"
+LANE_B="ablate_chunk_size e2e_targets"
 
 # run NAME...: each sweep in turn, its output in $LOGS/NAME.log; prints wall and CPU time per sweep
 run() {

@@ -7,6 +7,7 @@ pytest tests/engine/test_methods.py
 
 import pytest
 
+import emloc
 from emloc.generate import generate, score_choices
 from emloc.memory import TaskMemory
 from emloc.storage import conf_dir
@@ -25,6 +26,7 @@ def test_card_matches_the_config_tree(option):
     assert card["method"] == method.option and card["method_label"] == method.describe()
     assert method.searches <= method.compresses  # a search prunes
     assert method.lossless is None or method.uses_demos is not False
+    assert getattr(emloc, type(method).__name__) is type(method)  # exported: `from emloc import <Class>`
 
 
 @pytest.mark.parametrize("option", [o for o in OPTIONS if easy(o) is not None])
