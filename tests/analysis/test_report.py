@@ -198,11 +198,19 @@ def test_deleted_run_is_named_exactly(out, tmp_path):
     assert sweep.expected == 4 and sweep.missing == ["method.js_threshold=0.05 task.demo_seed=1"]
 
 
+def test_main_table_on_an_empty_folder_expects_every_task(tmp_path, capsys):
+    """The paper's main table is 6 tasks x 3 methods x 3 seeds: every group of the grid counts (tasks too)."""
+    assert report.main(["main_table", "--output-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "PARTIAL: 54 of 54 expected runs are missing" in err
+    assert "task=ok_vqa method=emloc_paper task.demo_seed=1" in err and "task=youcook2 method=zero_shot" in err
+
+
 def test_empty_or_unknown_sweep_is_a_clear_message_not_a_traceback(out, tmp_path, capsys):
     # a sweep file but no finished run: every expected run is named missing, with the command that runs it
     assert report.main(["smoke_ablate_chunk_size", "--output-dir", str(out), "--out", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err
-    assert "PARTIAL: 9 of 9 expected runs are missing" in err and "method.chunk_size=1 task.demo_seed=0" in err
+    assert "PARTIAL: 9 of 9 expected runs are missing" in err and "method.chunk_size=2 task.demo_seed=0" in err
     assert "--config-name smoke/ablate_chunk_size" in err and "Traceback" not in err
     # no sweep file and no run of that name: the sweeps that are present
     assert report.main(["nothing_here", "--output-dir", str(out), "--out", str(tmp_path / "q")]) == 2
