@@ -17,8 +17,7 @@ set -uo pipefail
 FIRST="main_table"
 # seconds on 1 thread each, two lanes on 2 otherwise idle cores (CI, 2026-12-03): main_table 289 | ablate_shots 371,
 # pruning_strategies 648, ablate_js_threshold 258, ablate_keep_ratios 386 | ablate_chunk_size 752, e2e_targets ~1000
-# -> ~33 min in all (after that run: ablate_chunk_size moved from chunks 1,2,4 to 2,4,8, e2e_targets got the 3 fast-EMLoC
-# runs)
+# -> ~35 min in all (e2e_targets now also runs the 3 fast-EMLoC points: ~+150 s)
 LANE_A="ablate_shots pruning_strategies ablate_js_threshold ablate_keep_ratios"
 LANE_B="ablate_chunk_size e2e_targets"
 

@@ -210,7 +210,7 @@ def test_empty_or_unknown_sweep_is_a_clear_message_not_a_traceback(out, tmp_path
     # a sweep file but no finished run: every expected run is named missing, with the command that runs it
     assert report.main(["smoke_ablate_chunk_size", "--output-dir", str(out), "--out", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err
-    assert "PARTIAL: 9 of 9 expected runs are missing" in err and "method.chunk_size=2 task.demo_seed=0" in err
+    assert "PARTIAL: 9 of 9 expected runs are missing" in err and "method.chunk_size=1 task.demo_seed=0" in err
     assert "--config-name smoke/ablate_chunk_size" in err and "Traceback" not in err
     # no sweep file and no run of that name: the sweeps that are present
     assert report.main(["nothing_here", "--output-dir", str(out), "--out", str(tmp_path / "q")]) == 2
