@@ -118,6 +118,11 @@ def load_sweep(output_dir: str | Path | None = "outputs", sweep_name: str = "adh
             raise SweepError(f"{err}: nothing to report for sweep {sweep_name!r}{present}") from None
         log.warning("%s", err)
         df = loading.no_runs()
+    outside = []
+    if expected and len(df):  # runs of this sweep_name that no point of the file asks for (an older config): named
+        grid_runs = df["signature"].isin({sig for _, sig in expected[1]})
+        outside = [f"{r['signature']} ({grid.run_label(r, expected[0].axes)})" for r in df[~grid_runs].to_dict("records")]
+        df = df[grid_runs].reset_index(drop=True)
     axes = list(expected[0].axes) if expected else None
     by = grid.grid_columns(df, axes) if len(df) else [k for k in (axes or ["method"]) if k != SEED]
     sweep = Sweep(sweep_name, stem or sweep_name.removeprefix("smoke_"), df, by)
@@ -127,6 +132,7 @@ def load_sweep(output_dir: str | Path | None = "outputs", sweep_name: str = "adh
         root = Path(sweeps_dir) if sweeps_dir else storage.sweeps_dir()
         stem = plan.path.resolve().relative_to(root.resolve()).with_suffix("")
         sweep.command = f"python run.py -m --config-dir {root} --config-name {stem}"
+        sweep.outside = outside
     if local and out is not None and (out / "runs").is_dir():
         sweep.unfinished = grid.unfinished(out, sweep_name)
         sweep.layer_stats = loading.load_layer_stats(out, list(df["signature"]))

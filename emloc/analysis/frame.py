@@ -113,6 +113,7 @@ class Sweep:
     missing: list[str] = field(default_factory=list)  # grid points (with seed) without a finished run
     unfinished: list[str] = field(default_factory=list)  # run folders started but without metrics.json
     command: str | None = None  # how to run what is missing
+    outside: list[str] = field(default_factory=list)  # runs of this sweep_name that no grid point asks for: left out
 
     def status(self) -> str:
         seeds = sorted(int(s) for s in self.runs[SEED].dropna().unique()) if SEED in self.runs else []
@@ -129,6 +130,10 @@ class Sweep:
                 lines.append(f"  run the missing ones with: {self.command}")
         if self.unfinished:
             lines.append(f"started but not finished ({len(self.unfinished)}): " + ", ".join(self.unfinished))
+        if self.outside:
+            lines.append(f"left out: {len(self.outside)} finished runs of this sweep_name are no point of "
+                         f"{self.sweep_file} (another config, e.g. an older version of the file):")  # fmt: skip
+            lines += [f"  - {o}" for o in self.outside]
         return "\n".join(lines) if len(lines) > 1 else lines[0] + " (complete)"
 
     def layers(self) -> pd.DataFrame:

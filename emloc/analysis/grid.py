@@ -44,3 +44,8 @@ def unfinished(output_dir: Path, sweep_name: str) -> list[str]:
         for sig, name in names.items()
         if name == sweep_name and not (output_dir / "runs" / sig / "metrics.json").exists()
     ]
+
+
+def run_label(run: dict, axes) -> str:
+    """A run named by the sweep's grid keys (as the planner labels points), e.g. `method=h2o task.demo_seed=0`."""
+    return " ".join(f"{k}={run[k]}" for k in axes if k in run) or "no grid key"

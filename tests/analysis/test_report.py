@@ -262,3 +262,16 @@ def test_comparison_table_pairs_every_arm_with_full_context(tmp_path):
         data.loc["SnapKV", "paired_ci_low"] <= data.loc["SnapKV", "paired_diff"] <= data.loc["SnapKV", "paired_ci_high"]
     )
     assert "95 % CI" in table.notes and "[" in table.markdown()
+
+
+def test_runs_outside_the_sweep_file_are_named_and_left_out(out, tmp_path):
+    """A sweep file that changed after some runs (here: one JS threshold dropped) reports its own grid only, and names
+    the finished runs of the same sweep_name it leaves out."""
+    d = sweeps_dir(tmp_path)
+    path = d / "t.yaml"
+    path.write_text(path.read_text().replace(f"method.js_threshold: {','.join(map(str, DELTAS))}",
+                                             f"method.js_threshold: {DELTAS[0]}"))  # fmt: skip
+    sweep = report.load_sweep(out, "t", sweeps_dir=d)
+    assert len(sweep.runs) == 2 and set(sweep.runs["method.js_threshold"]) == {DELTAS[0]} and not sweep.missing
+    assert len(sweep.outside) == 2 and all(f"method.js_threshold={DELTAS[1]}" in o for o in sweep.outside)
+    assert "left out: 2 finished runs" in sweep.status() and sweep.outside[0] in sweep.status()
