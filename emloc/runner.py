@@ -99,9 +99,11 @@ def plan(cfg: DictConfig, origin: matching.Origin | None = None) -> Plan:
 
 def fidelity(p: Plan, adapter, memory: TaskMemory, cache_dir: Path) -> Fidelity | None:
     """The memory's divergence from the full context on the first `eval.fidelity_queries` queries (`emloc.fidelity`);
-    None when off or without demonstrations. The full-context memory comes from the same cache."""
+    None when off, without demonstrations, or for a method that keeps every entry (its memory is the full context:
+    zero by the lossless invariant, tested in tests/engine/test_fidelity.py). The full-context memory comes from the
+    same cache."""
     n = p.cfg.eval.get("fidelity_queries", 0) or 0
-    if n <= 0 or not p.method.uses_demos:
+    if n <= 0 or not p.method.uses_demos or not p.method.compresses:
         return None
     full, _ = build_memory(FullContext(show_progress=False), p.demos, p.task.instruction, adapter, cache_dir)
     per_layer = bool(p.cfg.eval.get("fidelity_layers", False))

@@ -174,3 +174,11 @@ def test_console_script_runs_like_run_py(tmp_path):
     second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0 and "is finished" in second.stdout + second.stderr
     assert metrics.stat().st_mtime_ns == stamp
+
+
+def test_held_out_fidelity_is_measured_for_compressed_memories_only(tmp_path):
+    """The full context is its own reference (zero by the lossless invariant): no second pass over its queries."""
+    full = runner.run(compose(["debug=tiny", "method=full_context"], tmp_path))
+    pruned = runner.run(compose(["debug=tiny"], tmp_path))
+    assert full["heldout_js"] is None and not (tmp_path / "runs" / full["signature"] / "fidelity.json").exists()
+    assert pruned["heldout_js"] >= 0 and (tmp_path / "runs" / pruned["signature"] / "fidelity.json").is_file()
