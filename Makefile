@@ -26,7 +26,7 @@ demo: install  ## the main job on its embedded default (offline, real packaged m
 	$(BIN)/python run.py
 
 test: install  ## the default test suite (offline, CPU)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=10
 
 lint: install  ## style and layering: ruff (lint + format), clean notebooks, import contracts (pyproject.toml)
 	$(BIN)/ruff check .
