@@ -158,7 +158,8 @@ def load_layer_stats(output_dir: str | Path, signatures: list[str]) -> pd.DataFr
 
 def load_fidelity(output_dir: str | Path, signatures: list[str]) -> pd.DataFrame:
     """One row per run × point of its `fidelity.json` (`emloc.fidelity`): `curve` "chunk" (held-out JS after each
-    chunk: the drift curve) or "layer" (only that layer compressed), `index` (chunk or layer) and `js`."""
+    chunk: the drift curve), "layer" (only that layer compressed) or "query" (the finished memory on one query, its
+    `uid` given), `index` (chunk, layer or query) and `js`."""
     rows = []
     for sig in signatures:
         path = Path(output_dir) / "runs" / sig / "fidelity.json"
@@ -166,7 +167,9 @@ def load_fidelity(output_dir: str | Path, signatures: list[str]) -> pd.DataFrame
             data = json.loads(path.read_text())
             rows += [{"signature": sig, "curve": "chunk", "index": i, "js": v} for i, v in enumerate(data["drift"])]
             rows += [{"signature": sig, "curve": "layer", "index": i, "js": v} for i, v in enumerate(data["per_layer"])]
-    return pd.DataFrame(rows, columns=["signature", "curve", "index", "js"])
+            rows += [{"signature": sig, "curve": "query", "index": i, "js": v, "uid": u}
+                     for i, (v, u) in enumerate(zip(data["per_query"], data.get("uids", [])))]  # fmt: skip
+    return pd.DataFrame(rows, columns=["signature", "curve", "index", "js", "uid"])
 
 
 def load_predictions(output_dir: str | Path, signatures: list[str]) -> pd.DataFrame:

@@ -95,6 +95,33 @@ def _bootstrap(per_seed: list[np.ndarray], rng: np.random.Generator, n: int = BO
     return out
 
 
+@dataclass
+class PairedJS:
+    """Held-out JS to the full context, one arm − a reference, on the same fidelity queries (nats)."""
+
+    seeds: int
+    queries: int
+    diff: float  # mean over seeds of the per-seed mean difference
+    ci_low: float
+    ci_high: float
+
+
+def paired_js(arm: pd.DataFrame, ref: pd.DataFrame | None, seed_of: dict[str, int], rng_seed: int = 0) -> PairedJS:
+    """Compare two arms' per-query held-out JS (`load_fidelity` rows of curve "query"), paired by (demo seed, uid);
+    `ref` None is the full context itself (JS 0 on every query): the CI is then the arm's held-out JS's own."""
+    a = arm.assign(seed=arm["signature"].map(seed_of))
+    if ref is None:
+        both = a.assign(js_ref=0.0)
+    else:
+        both = a.merge(ref.assign(seed=ref["signature"].map(seed_of)), on=["seed", "uid"], suffixes=("", "_ref"))
+    if both.empty:
+        raise SweepError("the two arms share no (demo seed, fidelity query) pair: nothing to compare")
+    diffs = [(g["js"] - g["js_ref"]).to_numpy(float) for _, g in both.groupby("seed")]
+    boot = _bootstrap(diffs, np.random.default_rng(rng_seed))
+    return PairedJS(len(diffs), len(both), float(np.mean([d.mean() for d in diffs])),
+                    float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975)))  # fmt: skip
+
+
 def paired(arm: pd.DataFrame, ref: pd.DataFrame, seed_of: dict[str, int], rng_seed: int = 0) -> Paired:
     """Compare two arms' predictions (`load_predictions` rows, one signature per demo seed) on shared queries.
 

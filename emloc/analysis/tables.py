@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from emloc.analysis.frame import PARAM_LABELS, SEED, Sweep, SweepError, fmt_value
-from emloc.analysis.stats import aggregate, paired
+from emloc.analysis.stats import aggregate, paired, paired_js
 
 # (column, header, scale, decimals) of the tables
 TABLE_METRICS = (
@@ -57,6 +57,9 @@ class Table:
         return [d / f"{self.name}.md", d / f"{self.name}.csv"]
 
 
+SHOWN = 6  # missing runs named in a table's notes
+
+
 def _cell(row: pd.Series, m: str, scale: float, decimals: int) -> str:
     mean, std = row[f"{m}_mean"] * scale, row[f"{m}_std"] * scale
     if math.isnan(mean):
@@ -74,7 +77,9 @@ def _notes(sweep: Sweep) -> str:
         "time of the memory's build (both depend on how busy the machine was); peak RSS = the run's process."
     )
     if sweep.missing:
-        notes += f" **Partial sweep: {len(sweep.missing)} expected runs missing** ({'; '.join(sweep.missing)})."
+        named = "; ".join(sweep.missing[:SHOWN]) + (f"; … ({len(sweep.missing) - SHOWN} more: `emloc report` lists all)"
+                                                    if len(sweep.missing) > SHOWN else "")  # fmt: skip
+        notes += f" **Partial sweep: {len(sweep.missing)} expected runs missing** ({named})."
     return notes
 
 
@@ -120,7 +125,10 @@ def comparison_table(sweep: Sweep, reference: str | None = None) -> Table:
         raise SweepError(f"no reference arm ({reference or 'full context'}) in sweep {sweep.name!r}")
     seed_of = dict(zip(sweep.runs["signature"], sweep.runs[SEED]))
     preds = sweep.predictions
-    cols = {k: [] for k in ("vs", "Δ accuracy (pp) [95% CI]", "agreement (%)", "wins / losses (McNemar p)", "JS")}
+    js_head = "Δ held-out JS (×10⁻³) [95% CI]"
+    cols = {k: [] for k in ("vs", "Δ accuracy (pp) [95% CI]", js_head, "agreement (%)", "wins / losses (McNemar p)",
+                            "JS")}  # fmt: skip
+    queries = sweep.fidelity[sweep.fidelity["curve"] == "query"] if sweep.fidelity is not None else None
     stats = []
     for i, row in agg.iterrows():
         if i not in refs:
@@ -131,9 +139,11 @@ def comparison_table(sweep: Sweep, reference: str | None = None) -> Table:
         ref = agg.loc[refs[i]]
         p = paired(preds[preds["signature"].isin(row["signatures"])], preds[preds["signature"].isin(ref["signatures"])],
                    seed_of)  # fmt: skip
-        stats.append({"reference": ref["method"], **vars(p)})
+        q = _paired_js(queries, row, ref, seed_of)
+        stats.append({"reference": ref["method"], **vars(p), **({f"js_{k}": v for k, v in vars(q).items()} if q else {})})
         cols["vs"].append(str(ref["method"]))
         cols["Δ accuracy (pp) [95% CI]"].append(f"{p.diff * 100:+.1f} [{p.ci_low * 100:+.1f}, {p.ci_high * 100:+.1f}]")
+        cols[js_head].append(f"{q.diff * 1e3:+.1f} [{q.ci_low * 1e3:+.1f}, {q.ci_high * 1e3:+.1f}]" if q else "–")
         cols["agreement (%)"].append(f"{p.agreement * 100:.1f}")
         cols["wins / losses (McNemar p)"].append(f"{p.wins} / {p.losses} ({p.mcnemar_p:.2g})")
         cols["JS"].append("–" if math.isnan(p.js) else f"{p.js:.4f}")
@@ -143,9 +153,23 @@ def comparison_table(sweep: Sweep, reference: str | None = None) -> Table:
         " Δ accuracy = arm − reference on the same queries of the same demo seeds, mean over seeds; 95 % CI from a"
         " two-level bootstrap (queries within a seed, then seeds). Agreement = same prediction; wins / losses = "
         "queries only the arm / only the reference gets right, with McNemar's exact two-sided p; JS = mean JS "
-        "divergence (nats) between the two softmax distributions over each query's candidate answers."
+        "divergence (nats) between the two softmax distributions over each query's candidate answers. Δ held-out JS"
+        " = the arm's held-out JS to the full context (next token, full vocabulary, on the runs' fidelity queries)"
+        " − the reference's, paired by query, same bootstrap; against the full context it is the arm's own, with its"
+        " CI."
     )
     return table
+
+
+def _paired_js(queries: pd.DataFrame | None, row: pd.Series, ref: pd.Series, seed_of: dict):
+    """The paired held-out JS of an arm against its reference, None without per-query fidelity for both."""
+    if queries is None or queries.empty:
+        return None
+    mine = queries[queries["signature"].isin(row["signatures"])]
+    theirs = None if not ref["compresses"] else queries[queries["signature"].isin(ref["signatures"])]
+    if mine.empty or (theirs is not None and theirs.empty):
+        return None
+    return paired_js(mine, theirs, seed_of)
 
 
 def matched_retention_table(sweep: Sweep) -> Table:

@@ -247,7 +247,7 @@ def test_comparison_table_pairs_every_arm_with_full_context(tmp_path):
 
     for seed in (0, 1):
         for method in ("full_context", "emloc", "snapkv"):
-            runner.run(compose(["debug=tiny", "sweep_name=cmp", f"task.demo_seed={seed}", f"method={method}", "eval.fidelity_queries=0",
+            runner.run(compose(["debug=tiny", "sweep_name=cmp", f"task.demo_seed={seed}", f"method={method}", "eval.fidelity_queries=4",
                                 "task.num_queries=8"], tmp_path))  # fmt: skip
     sweep = report.load_sweep(tmp_path, "cmp")
     assert sweep.by == ["method"] and len(sweep.predictions) == 6 * 8
@@ -262,6 +262,10 @@ def test_comparison_table_pairs_every_arm_with_full_context(tmp_path):
         data.loc["SnapKV", "paired_ci_low"] <= data.loc["SnapKV", "paired_diff"] <= data.loc["SnapKV", "paired_ci_high"]
     )
     assert "95 % CI" in table.notes and "[" in table.markdown()
+    snap = sweep.runs[sweep.runs["method"] == "SnapKV"]  # against the full context: its own held-out JS, with a CI
+    assert data.loc["SnapKV", "paired_js_queries"] == 8
+    assert data.loc["SnapKV", "paired_js_diff"] == pytest.approx(snap["heldout_js"].mean())
+    assert data.loc["SnapKV", "paired_js_ci_low"] <= data.loc["SnapKV", "paired_js_diff"]
 
 
 def test_runs_outside_the_sweep_file_are_named_and_left_out(out, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emloc.analysis.stats import candidate_js, mcnemar_exact, paired
+from emloc.analysis.stats import candidate_js, mcnemar_exact, paired, paired_js
 
 
 def predictions(signature: str, correct: list[int], scores=None) -> pd.DataFrame:
@@ -58,3 +58,18 @@ def test_paired_interval_covers_a_known_difference():
     p = paired(df[df["kind"] == "arm"], df[df["kind"] == "ref"], seeds)
     assert p.diff == pytest.approx(0.10) and p.ci_low > 0 and p.ci_low <= 0.10 <= p.ci_high
     assert p.losses == 0 and p.wins == 120 and p.mcnemar_p < 1e-10
+
+
+def test_paired_held_out_js_is_paired_by_seed_and_query():
+    def rows(sig, js, uids=("q0", "q1", "q2")):
+        return pd.DataFrame({"signature": sig, "uid": list(uids), "js": js})
+
+    seeds = {"a0": 0, "a1": 1, "r0": 0, "r1": 1}
+    arm = pd.concat([rows("a0", [0.010, 0.020, 0.030]), rows("a1", [0.004, 0.004, 0.004])])
+    ref = pd.concat([rows("r0", [0.001, 0.002], uids=("q1", "q0")), rows("r1", [0.004, 0.004, 0.001])])
+    q = paired_js(arm, ref, seeds)
+    assert (q.seeds, q.queries) == (2, 5)  # seed 0 pairs q0 and q1 only, by uid
+    assert q.diff == pytest.approx(np.mean([np.mean([0.010 - 0.002, 0.020 - 0.001]), 0.001]))
+    assert q.ci_low <= q.diff <= q.ci_high
+    alone = paired_js(arm, None, seeds)  # against the full context itself: the arm's own held-out JS
+    assert alone.diff == pytest.approx(np.mean([0.020, 0.004])) and alone.queries == 6
