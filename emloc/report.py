@@ -121,7 +121,9 @@ def load_sweep(output_dir: str | Path | None = "outputs", sweep_name: str = "adh
     outside = []
     if expected and len(df):  # runs of this sweep_name that no point of the file asks for (an older config): named
         grid_runs = df["signature"].isin({sig for _, sig in expected[1]})
-        outside = [f"{r['signature']} ({grid.run_label(r, expected[0].axes)})" for r in df[~grid_runs].to_dict("records")]
+        outside = [
+            f"{r['signature']} ({grid.run_label(r, expected[0].axes)})" for r in df[~grid_runs].to_dict("records")
+        ]
         df = df[grid_runs].reset_index(drop=True)
     axes = list(expected[0].axes) if expected else None
     by = grid.grid_columns(df, axes) if len(df) else [k for k in (axes or ["method"]) if k != SEED]

@@ -140,7 +140,9 @@ def comparison_table(sweep: Sweep, reference: str | None = None) -> Table:
         p = paired(preds[preds["signature"].isin(row["signatures"])], preds[preds["signature"].isin(ref["signatures"])],
                    seed_of)  # fmt: skip
         q = _paired_js(queries, row, ref, seed_of)
-        stats.append({"reference": ref["method"], **vars(p), **({f"js_{k}": v for k, v in vars(q).items()} if q else {})})
+        stats.append(
+            {"reference": ref["method"], **vars(p), **({f"js_{k}": v for k, v in vars(q).items()} if q else {})}
+        )
         cols["vs"].append(str(ref["method"]))
         cols["Δ accuracy (pp) [95% CI]"].append(f"{p.diff * 100:+.1f} [{p.ci_low * 100:+.1f}, {p.ci_high * 100:+.1f}]")
         cols[js_head].append(f"{q.diff * 1e3:+.1f} [{q.ci_low * 1e3:+.1f}, {q.ci_high * 1e3:+.1f}]" if q else "–")
