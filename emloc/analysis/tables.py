@@ -168,7 +168,7 @@ def _paired_js(queries: pd.DataFrame | None, row: pd.Series, ref: pd.Series, see
     if queries is None or queries.empty:
         return None
     mine = queries[queries["signature"].isin(row["signatures"])]
-    theirs = None if not ref["compresses"] else queries[queries["signature"].isin(ref["signatures"])]
+    theirs = None if not ref.get("compresses", True) else queries[queries["signature"].isin(ref["signatures"])]
     if mine.empty or (theirs is not None and theirs.empty):
         return None
     return paired_js(mine, theirs, seed_of)
