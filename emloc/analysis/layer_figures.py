@@ -149,6 +149,9 @@ def drift(sweep: Sweep, err: str) -> Figure:
     runs = sweep.runs[sweep.runs["compresses"] & sweep.runs["signature"].isin(fid["signature"])]
     if runs.empty:
         raise SweepError(f"sweep {sweep.name!r} has no compressed memory with a fidelity measurement")
+    searching = runs["searches"].astype(bool) if "searches" in runs else None
+    if searching is not None and searching.any() and not searching.all():
+        runs = runs[searching]  # the methods that size their memory by a bound (fixed ratios: in the tables)
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     axes = fig.subplots(1, 2)
     for j, (_, point) in enumerate(aggregate(runs, sweep.by).iterrows()):
