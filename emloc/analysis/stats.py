@@ -95,6 +95,24 @@ def _bootstrap(per_seed: list[np.ndarray], rng: np.random.Generator, n: int = BO
     return out
 
 
+def _pair(arm: pd.DataFrame, ref: pd.DataFrame, seed_of: dict[str, int], what: str) -> pd.DataFrame:
+    """The rows of two arms joined by (demo seed, uid), the reference's columns suffixed `_ref`."""
+    both = arm.assign(seed=arm["signature"].map(seed_of)).merge(
+        ref.assign(seed=ref["signature"].map(seed_of)), on=["seed", "uid"], suffixes=("", "_ref")
+    )
+    if both.empty:
+        raise SweepError(f"the two arms share no (demo seed, {what}) pair: nothing to compare")
+    return both
+
+
+def _interval(both: pd.DataFrame, column: str, rng_seed: int) -> tuple[int, float, float, float]:
+    """(seeds, mean over seeds of the per-seed mean difference, 95 % CI low, high) of `column` − `column_ref`."""
+    diffs = [(g[column].astype(float) - g[f"{column}_ref"].astype(float)).to_numpy() for _, g in both.groupby("seed")]
+    boot = _bootstrap(diffs, np.random.default_rng(rng_seed))
+    return (len(diffs), float(np.mean([d.mean() for d in diffs])), float(np.quantile(boot, 0.025)),
+            float(np.quantile(boot, 0.975)))  # fmt: skip
+
+
 @dataclass
 class PairedJS:
     """Held-out JS to the full context, one arm − a reference, on the same fidelity queries (nats)."""
@@ -109,39 +127,26 @@ class PairedJS:
 def paired_js(arm: pd.DataFrame, ref: pd.DataFrame | None, seed_of: dict[str, int], rng_seed: int = 0) -> PairedJS:
     """Compare two arms' per-query held-out JS (`load_fidelity` rows of curve "query"), paired by (demo seed, uid);
     `ref` None is the full context itself (JS 0 on every query): the CI is then the arm's held-out JS's own."""
-    a = arm.assign(seed=arm["signature"].map(seed_of))
     if ref is None:
-        both = a.assign(js_ref=0.0)
-    else:
-        both = a.merge(ref.assign(seed=ref["signature"].map(seed_of)), on=["seed", "uid"], suffixes=("", "_ref"))
-    if both.empty:
-        raise SweepError("the two arms share no (demo seed, fidelity query) pair: nothing to compare")
-    diffs = [(g["js"] - g["js_ref"]).to_numpy(float) for _, g in both.groupby("seed")]
-    boot = _bootstrap(diffs, np.random.default_rng(rng_seed))
-    return PairedJS(len(diffs), len(both), float(np.mean([d.mean() for d in diffs])),
-                    float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975)))  # fmt: skip
+        ref = arm.assign(js=0.0)
+    both = _pair(arm, ref, seed_of, "fidelity query")
+    seeds, diff, low, high = _interval(both, "js", rng_seed)
+    return PairedJS(seeds, len(both), diff, low, high)
 
 
 def paired(arm: pd.DataFrame, ref: pd.DataFrame, seed_of: dict[str, int], rng_seed: int = 0) -> Paired:
     """Compare two arms' predictions (`load_predictions` rows, one signature per demo seed) on shared queries.
 
     seed_of : run signature → demo seed; queries are paired by (demo seed, uid)."""
-    a = arm.assign(seed=arm["signature"].map(seed_of))
-    r = ref.assign(seed=ref["signature"].map(seed_of))
-    both = a.merge(r, on=["seed", "uid"], suffixes=("", "_ref"))
-    if both.empty:
-        raise SweepError("the two arms share no (demo seed, query) pair: nothing to compare")
-    diffs = [g["correct"].astype(float).to_numpy() - g["correct_ref"].astype(float).to_numpy()
-             for _, g in both.groupby("seed")]  # fmt: skip
-    boot = _bootstrap(diffs, np.random.default_rng(rng_seed))
+    both = _pair(arm, ref, seed_of, "query")
+    seeds, diff, low, high = _interval(both, "correct", rng_seed)
     right, right_ref = both["correct"].astype(float) >= 0.5, both["correct_ref"].astype(float) >= 0.5
     wins, losses = int((right & ~right_ref).sum()), int((~right & right_ref).sum())
     js = math.nan
     if "scores" in both and both["scores"].notna().all() and both["scores_ref"].notna().all():
         js = float(np.mean([candidate_js(x, y) for x, y in zip(both["scores"], both["scores_ref"])]))
     return Paired(
-        seeds=len(diffs), queries=len(both), diff=float(np.mean([d.mean() for d in diffs])),
-        ci_low=float(np.quantile(boot, 0.025)), ci_high=float(np.quantile(boot, 0.975)),
+        seeds=seeds, queries=len(both), diff=diff, ci_low=low, ci_high=high,
         agreement=float((both["prediction"].astype(str) == both["prediction_ref"].astype(str)).mean()),
         wins=wins, losses=losses, mcnemar_p=mcnemar_exact(wins, losses), js=js,
     )  # fmt: skip
