@@ -25,8 +25,8 @@ install: $(BIN)/.installed
 demo: install  ## the main job on its embedded default (offline, real packaged model)
 	$(BIN)/python run.py
 
-test: install  ## the default test suite (offline, CPU)
-	$(BIN)/python -m pytest -q -m "not slow" --durations=10
+test: install  ## the default test suite (offline, CPU): 2 pytest-xdist workers of one thread each
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadgroup --durations=10
 
 lint: install  ## style and layering: ruff (lint + format), clean notebooks, import contracts (pyproject.toml)
 	$(BIN)/ruff check .

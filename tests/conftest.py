@@ -17,7 +17,8 @@ from emloc.storage import conf_dir
 TEXT_FAMILIES = ("llama", "qwen2")
 VL_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
-torch.set_num_threads(2)
+# one thread per pytest-xdist worker (`make test` runs 2 on 2 cores), else both cores
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session", params=TEXT_FAMILIES + VL_FAMILIES)

@@ -6,7 +6,7 @@
 # Why lanes: on 2 CPU cores two single-threaded processes get through these small-model runs faster than one
 # process with 2 threads, and they degrade gracefully when the cores are shared (2 OpenMP threads on a busy machine
 # were measured 5x slower than 1). Why main_table first: it builds the task memories the other sweeps share (EMLoC,
-# full context and zero-shot at 16 shots, seeds 0-2); after it, no two lanes build the same memory, so they never
+# full context and zero-shot at 8 shots, seeds 0-2); after it, no two lanes build the same memory, so they never
 # write the same cache entry. A new smoke sweep must be added to a lane below (the script refuses to run otherwise).
 #
 # Environment: SMOKE_LANES=1 runs everything in one process at a time (default 2); OMP_NUM_THREADS (default 1);

@@ -18,7 +18,7 @@ PARTITION = os.environ.get("SLURM_CI_PARTITION", "debug")
 QUERIES = 640  # batched ranking answers ~4 queries/s: enough work that one 3-minute attempt cannot finish it
 from tests.cluster.test_slurm import SKIP_REASON  # noqa: E402  (no sbatch, or no controller outside CI)
 
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"), pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
 
 
 def launch(tmp_path, *overrides, timeout=900):
