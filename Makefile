@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-all lint bench sweep smoke analysis clean
+.PHONY: install demo test test-all lint bench sweep smoke analysis gpu-check clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: install  ## style and layering: ruff (lint + format), clean notebooks, imp
 	$(BIN)/ruff format --check .
 	$(BIN)/nbstripout --verify analysis/*.ipynb
 	$(BIN)/lint-imports
+
+gpu-check: install  ## the engine's invariants and a tiny run on CUDA (fp32, bf16), tiny models only; without a GPU: says so, exit 0
+	@if $(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+	  $(BIN)/python -m pytest -q -m gpu tests/gpu; \
+	else echo "gpu-check: no CUDA device here (torch.cuda.is_available() is False): nothing checked"; fi
 
 test-all: install
 	$(BIN)/python -m pytest -q

@@ -9,12 +9,12 @@ from omegaconf import DictConfig
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
-    from emloc.runner import job
+    from emloc.experiment.runner import job
 
     return job(cfg)
 
 
 if __name__ == "__main__":
-    from emloc.errors import guard
+    from emloc.experiment.errors import guard
 
     sys.exit(guard(main))

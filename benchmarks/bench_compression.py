@@ -8,7 +8,7 @@ Per shot count, one prefill of the demonstrations (the full context) and zero-sh
 method (a `conf/method/<option>.yaml`, composed like the runner does, `KEY=VALUE` overriding its parameters):
 context and memory tokens, compression seconds and compression / prefill, divergence trials, per-query latency
 (and full / method, method / zero-shot), peak RSS growth during compression, and the held-out JS divergence to the
-full context (next token after each query prompt, `emloc.fidelity`) of the method and of SnapKV at the method's
+full context (next token after each query prompt, `emloc.engine.fidelity`) of the method and of SnapKV at the method's
 retention. Every ratio is against a baseline measured in the same process on the same inputs; nothing here asserts
 a speed. Run it on an otherwise idle machine: a timing next to another job is not a measurement.
 """
@@ -24,14 +24,14 @@ import psutil
 import torch
 from hydra.utils import instantiate
 
-from emloc.baselines import SnapKV
-from emloc.compress import FullContext, ZeroShot
 from emloc.data.iso3166 import Iso3166Task
-from emloc.divergence import js_rows
-from emloc.fidelity import answer_logits
-from emloc.generate import answer
+from emloc.engine.compress import FullContext, ZeroShot
+from emloc.engine.divergence import js_rows
+from emloc.engine.fidelity import answer_logits
+from emloc.engine.generate import answer
+from emloc.experiment.config import compose
+from emloc.methods.baselines import SnapKV
 from emloc.models.loading import load
-from emloc.runner import compose
 
 
 class PeakRSS:

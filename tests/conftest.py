@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from emloc.data.base import Example
+from emloc.experiment.config import compose as runner_compose
 from emloc.models.loading import load
-from emloc.runner import compose as runner_compose
-from emloc.storage import conf_dir
+from emloc.utils.storage import conf_dir
 
 TEXT_FAMILIES = ("llama", "qwen2")
 VL_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
@@ -73,6 +73,6 @@ CONF = conf_dir()
 
 
 def compose(overrides: list[str], output_dir=None):
-    """The real `conf/` composed as `run.py` composes it (`runner.compose`), outputs redirected to `output_dir`."""
+    """The real `conf/` composed as `run.py` composes it (`emloc.experiment.config.compose`), outputs redirected to `output_dir`."""
     extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else []
     return runner_compose(list(overrides) + extra)

@@ -3,6 +3,6 @@
 Modules, in import order (each imports only those before it): `frame` (the `Sweep` data type and the shared
 vocabulary), `loading` (run folders, W&B offline files, the W&B API), `grid` (grid columns and completeness by
 signature), `stats` (aggregation over demo seeds, paired comparisons), `tables`, `figures`. Notebooks and the CLI
-reach them through the façade `emloc.report`. This package imports neither torch nor the engine (checked by
+reach them through the façade `emloc.experiment.report`. This package imports neither torch nor the engine (checked by
 import-linter, `pyproject.toml`).
 """

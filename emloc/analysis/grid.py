@@ -1,6 +1,6 @@
 """A sweep's grid against its runs: the grid columns of the tables, and which expected runs are missing.
 
-The expected runs come from the sweep planner (`emloc.sweeps.plan_sweep`, which composes every grid point and
+The expected runs come from the sweep planner (`emloc.experiment.sweeps.plan_sweep`, which composes every grid point and
 signs it as the runner does) as plain `(label, signature)` pairs, so matching is by run signature: exact, whatever
 config groups the grid varies. Standard library and pandas only.
 """

@@ -8,7 +8,7 @@ analysis code keeps a list of methods. Sources:
 * run folders (`<output_dir>/runs/<signature>/`), the default; they also give the per-layer memory statistics
   (`memory_stats.json`) and the per-query predictions (`predictions.jsonl`, with the candidates' scores);
 * W&B offline files (`run-*.wandb`, read with the `wandb leet inspect` command: no server, no import of wandb);
-* the W&B public API (through `emloc.tracking`, the one module importing wandb).
+* the W&B public API (through `emloc.experiment.tracking`, the one module importing wandb).
 
 A rerun that left several records of one signature (a forced rerun, a requeued attempt) counts once: the last.
 It deliberately does not import torch or the engine, and writes nothing.
@@ -129,13 +129,12 @@ def load_wandb_offline(output_dir: str | Path, sweep: str | None = None) -> pd.D
     return _frame(rows, f"W&B offline files under {output_dir}", sweep)
 
 
-def load_wandb_api(project: str, entity: str | None = None, sweep: str | None = None) -> pd.DataFrame:
-    """Finished runs of an online W&B project (needs `wandb login`); `sweep` filters on the group. Reruns of one
-    signature (forced reruns, requeued attempts) count once, the latest."""
-    from emloc.tracking import fetch_runs  # the one module that imports wandb
-
-    rows = [_row(s, c) for s, c in _latest_per_signature(fetch_runs(project, entity, sweep))]
-    return _frame(rows, f"W&B project {project}", sweep)
+def frame_of_fetched(fetched: list[tuple[dict, dict, str]], source: str, sweep: str | None = None) -> pd.DataFrame:
+    """Finished runs fetched from a W&B project ((summary, config, start time) each, as
+    `emloc.experiment.tracking.fetch_runs` returns them) as the tidy frame. Reruns of one signature (forced reruns,
+    requeued attempts) count once, the latest."""
+    rows = [_row(s, c) for s, c in _latest_per_signature(fetched)]
+    return _frame(rows, source, sweep)
 
 
 def load_layer_stats(output_dir: str | Path, signatures: list[str]) -> pd.DataFrame:
@@ -157,7 +156,7 @@ def load_layer_stats(output_dir: str | Path, signatures: list[str]) -> pd.DataFr
 
 
 def load_fidelity(output_dir: str | Path, signatures: list[str]) -> pd.DataFrame:
-    """One row per run × point of its `fidelity.json` (`emloc.fidelity`): `curve` "chunk" (held-out JS after each
+    """One row per run × point of its `fidelity.json` (`emloc.engine.fidelity`): `curve` "chunk" (held-out JS after each
     chunk: the drift curve), "layer" (only that layer compressed) or "query" (the finished memory on one query, its
     `uid` given), `index` (chunk, layer or query) and `js`."""
     rows = []
@@ -199,5 +198,14 @@ def run_sweep_names(output_dir: Path) -> dict[str, str | None]:
     }
 
 
-__all__ = ["SEED", "load_fidelity", "load_layer_stats", "load_predictions", "load_runs", "load_wandb_api", "load_wandb_offline",
-           "read_wandb_run", "run_sweep_names"]  # fmt: skip
+__all__ = [
+    "SEED",
+    "frame_of_fetched",
+    "load_fidelity",
+    "load_layer_stats",
+    "load_predictions",
+    "load_runs",
+    "load_wandb_offline",
+    "read_wandb_run",
+    "run_sweep_names",
+]  # fmt: skip

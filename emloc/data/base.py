@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from emloc import metrics
+from emloc.data import metrics
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Example:
         choices: candidate answers; when set, the query is answered by log-likelihood ranking.
         references: all acceptable answers (VQA soft accuracy); defaults to (answer,).
         videos: videos shown after the images, in order: a file path (str) sampled to `num_frames` frames when
-            rendered (`emloc.video`), or a list/tuple of PIL frames used as given. Images and videos may be mixed;
+            rendered (`emloc.data.video`), or a list/tuple of PIL frames used as given. Images and videos may be mixed;
             a user turn shows every image, then every video, then the question.
         num_frames: frames sampled uniformly from each video file (frame lists are not resampled).
     """

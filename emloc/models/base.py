@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from emloc import attention
-from emloc.attention import AttentionContext, additive_mask
-from emloc.prompts import Batch, ChatRenderer, collate
+from emloc.engine import attention
+from emloc.engine.attention import AttentionContext, additive_mask
+from emloc.engine.prompts import Batch, ChatRenderer, collate
 
 
 @functools.cache
@@ -97,7 +97,7 @@ class ModelAdapter:
         return len(self.layers)
 
     def renderer(self, instruction: str | None = None) -> ChatRenderer:
-        return ChatRenderer(self.tokenizer, self.processor, instruction, multimodal=self.multimodal)
+        return ChatRenderer(self.tokenizer, self.processor, instruction, multimodal=self.multimodal, name=self.name)
 
     def collate(self, rows, pad_side: str = "right") -> Batch:
         return collate(rows, self.pad_id, pad_side, self.processor)

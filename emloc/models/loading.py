@@ -19,6 +19,7 @@ from emloc.models.qwen_vl import SUPPORTED as VL_CLASSES
 from emloc.models.qwen_vl import QwenVLAdapter
 from emloc.models.text import SUPPORTED as TEXT_CLASSES
 from emloc.models.text import TextAdapter
+from emloc.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 DTYPES = {
@@ -39,16 +40,29 @@ def resolve_device(device: str) -> torch.device:
         try:
             import torch_npu  # noqa: F401  (registers the "npu" device with torch)
         except ImportError as err:
-            raise RuntimeError(f"backend device {device!r} needs torch_npu (Ascend CANN): {err}") from err
+            raise ConfigError(
+                "backend.device",
+                device,
+                f"needs torch_npu (Ascend CANN), which does not import here ({err})",
+                "pip install torch_npu==<the version matching your torch and CANN> (pyproject.toml, extra `npu`), "
+                "or backend=cpu",
+            ) from None
         if not torch.npu.is_available():
-            raise RuntimeError(
-                f"backend device {device!r} requested but torch.npu.is_available() is False "
-                "(no NPU visible, or the CANN environment is not sourced: set_env.sh)"
+            raise ConfigError(
+                "backend.device",
+                device,
+                "no NPU is visible (torch.npu.is_available() is False)",
+                "run on an Ascend node with the CANN environment sourced (set_env.sh), or backend=cpu",
             )
     elif kind == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"backend device {device!r} requested but torch.cuda.is_available() is False")
+        raise ConfigError(
+            "backend.device",
+            device,
+            "no CUDA device is visible here (torch.cuda.is_available() is False)",
+            "run on a GPU node (hydra/launcher=slurm_gpu) with a CUDA build of torch, or backend=cpu",
+        )
     elif kind not in ("cpu", "cuda", "npu", "mps"):
-        raise ValueError(f"unknown backend device {device!r}; use cpu, cuda[:i] or npu[:i]")
+        raise ConfigError("backend.device", device, "unknown device kind", "use cpu, cuda[:i] or npu[:i]")
     return torch.device(device)
 
 
@@ -91,14 +105,15 @@ def load(
             model, processor = tiny.tiny_vl_model(family, seed=seed)
             tokenizer = processor.tokenizer
         else:
-            raise NotImplementedError(f"no tiny model family {family!r}; use one of {TINY_TEXT + TINY_VL}")
+            raise ConfigError("model.source", source, f"no tiny model family {family!r}",
+                              f"use one of {', '.join('tiny:' + f for f in TINY_TEXT + TINY_VL)}")  # fmt: skip
     elif source.startswith("packaged:"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from emloc.models.packaged import smollm2_dir
 
         if source != "packaged:smollm2-135m-instruct":
-            raise NotImplementedError(f"unknown packaged model {source!r}; available: packaged:smollm2-135m-instruct")
+            raise ConfigError("model.source", source, "no such packaged model", "use packaged:smollm2-135m-instruct")
         path = smollm2_dir()
         model, tokenizer = (
             AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, device_map=dev),
@@ -118,11 +133,14 @@ def _from_hub(source: str, dtype: torch.dtype, device: torch.device, min_pixels:
     pin = {"revision": revision} if revision is not None else {}
     try:
         config = AutoConfig.from_pretrained(source, **pin)
-    except OSError as err:
-        raise FileNotFoundError(
-            f"model {source!r} is neither a local directory nor cached from the hub "
-            f"(offline machines: download it elsewhere and point model.source at the folder): {err}"
-        ) from err
+    except OSError:
+        raise ConfigError(
+            "model.source",
+            source,
+            "is neither a local folder nor a hub model cached on this machine (offline)",
+            "download it where the hub is reachable (huggingface-cli download) and copy the cache, or point "
+            "model.source at a local folder",
+        ) from None
     archs = config.architectures or []
     if any(a in VL_CLASSES for a in archs):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil

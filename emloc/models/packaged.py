@@ -23,8 +23,8 @@ import shutil
 import time
 from pathlib import Path
 
-from emloc import storage
-from emloc.storage import atomic_dir
+from emloc.utils import storage
+from emloc.utils.storage import atomic_dir
 
 logger = logging.getLogger(__name__)
 

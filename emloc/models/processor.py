@@ -10,7 +10,7 @@ layout. A video of identical frames therefore gets exactly the pixels the image 
 tiles one frame temporally). One class serves both families: for images and videos they expand placeholders and
 build `mm_token_type_ids` the same way; `second_per_grid_ts` (used by Qwen2.5-VL only) is always returned.
 
-It does not decode video files or sample frames (`emloc.video` does), apply qwen-vl-utils' total-pixel cap for
+It does not decode video files or sample frames (`emloc.data.video` does), apply qwen-vl-utils' total-pixel cap for
 long videos, or resize with torchvision (so pixels can differ from a torchvision resize by interpolation noise).
 """
 
@@ -27,7 +27,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
 
-from emloc.video import Clip, is_video_file, load_video
+from emloc.data.video import Clip, is_video_file, load_video
 
 
 class FrameVideoProcessor:
@@ -104,7 +104,7 @@ class FrameVideoProcessor:
         return blocks.reshape(gt * gh * gw, channels * tp * p * p), [gt, gh, gw]
 
     def __call__(self, videos: Any, return_tensors: str | None = "pt", **_: Any) -> BatchFeature:
-        """Pixels of a list of videos (each a `Clip` or a sequence of frames, see `emloc.video.load_video`).
+        """Pixels of a list of videos (each a `Clip` or a sequence of frames, see `emloc.data.video.load_video`).
 
         Returns
         -------
@@ -166,7 +166,7 @@ def _clips(videos: Any) -> list[Clip]:
         videos = [videos]  # one video
     for v in videos:
         if is_video_file(v) or isinstance(v, str):
-            raise ValueError(f"decode video files before processing (emloc.video.read_clip): got {v!s}")
+            raise ValueError(f"decode video files before processing (emloc.data.video.read_clip): got {v!s}")
     return [load_video(v, num_frames=1) for v in videos]
 
 

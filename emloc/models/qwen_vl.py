@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from emloc.engine.prompts import IMAGE, Batch
 from emloc.models.base import ModelAdapter
-from emloc.prompts import IMAGE, Batch
 
 SUPPORTED = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
 

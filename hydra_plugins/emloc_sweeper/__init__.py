@@ -2,7 +2,7 @@
 
 Hydra's basic sweeper, except that each batch of grid points is planned before it is launched: a point whose run
 is finished (`runs/<signature>/metrics.json`, unless `force=true`) is skipped, and a point that does not compose or
-validate (`emloc.runner.plan`: bad values, missing data, more shots than the pool) is named in the log and in
+validate (`emloc.experiment.runner.plan`: bad values, missing data, more shots than the pool) is named in the log and in
 `<sweep dir>/plan.json` and never queued. Only the remaining points reach the launcher (basic, submitit local or
 SLURM), so a SLURM array holds exactly the runs that are still to do. The sweep exits non-zero when a point was
 invalid, after the valid ones ran. Lives in `hydra_plugins`, the namespace Hydra discovers plugins in.
@@ -62,8 +62,8 @@ class PlannedSweeper(BasicSweeper):
         return super().is_done() and not self.deferred
 
     def _plan(self, overrides: Sequence[str]) -> dict[str, Any]:
-        from emloc.matching import Origin, ReferencePending
-        from emloc.runner import plan  # a bad point fails here, before anything is queued
+        from emloc.experiment.matching import Origin, ReferencePending
+        from emloc.experiment.runner import plan  # a bad point fails here, before anything is queued
 
         record: dict[str, Any] = {"overrides": list(overrides)}
         try:

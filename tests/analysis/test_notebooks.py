@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from emloc import report
-from emloc.storage import REPO
+from emloc.experiment import report
+from emloc.utils.storage import REPO
 
 ANALYSIS = REPO / "analysis"
 STEMS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
@@ -60,15 +60,16 @@ def test_every_sweep_file_has_a_clean_parameterised_notebook():
         assert re.findall(r'report\.figure\(sweep, "(\w+)"', code) == report.FIGURES[stem], stem
         imports = [line for line in code.splitlines() if line.startswith(("import ", "from "))]
         assert imports and all(
-            line.split()[1] in ("emloc.report", "pathlib") or line == "from emloc import report" for line in imports
-        ), (stem, imports)  # analysis code imports only emloc.report
+            line.split()[1] in ("emloc.experiment.report", "pathlib") or line == "from emloc import report"
+            for line in imports
+        ), (stem, imports)  # analysis code imports only emloc.experiment.report
 
 
 @pytest.mark.slow
 def test_run_all_executes_every_notebook_on_real_runs(tmp_path):
-    from emloc import runner
-    from emloc.matching import Origin
-    from emloc.storage import conf_dir
+    from emloc.experiment import runner
+    from emloc.experiment.matching import Origin
+    from emloc.utils.storage import conf_dir
     from tests.conftest import compose
 
     out = tmp_path / "outputs"

@@ -1,4 +1,4 @@
-"""emloc.report on real tiny-model runs: the three sources agree, aggregation over demo seeds, the CLI's files and
+"""emloc.experiment.report on real tiny-model runs: the three sources agree, aggregation over demo seeds, the CLI's files and
 its messages for missing or partial sweeps."""
 
 import json
@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from emloc import report
 from emloc.analysis import loading
+from emloc.experiment import report
 
 SEEDS, DELTAS = (0, 1), (0.01, 0.05)
 
@@ -21,7 +21,7 @@ SEEDS, DELTAS = (0, 1), (0.01, 0.05)
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
     """Four finished tiny runs of sweep `t` (2 JS thresholds x 2 demo seeds), each with its W&B offline file."""
-    from emloc import runner
+    from emloc.experiment import runner
     from tests.conftest import compose
 
     root = tmp_path_factory.mktemp("runs")
@@ -83,7 +83,7 @@ def test_wandb_api_rows_are_normalised_like_the_others(out, wandb_runs, monkeypa
     """The public API returns the same summary/config dicts as the offline files (W&B media entries included)."""
     assert len(wandb_runs) == 4 and {r["state"] for r in wandb_runs} == {"finished"}
     monkeypatch.setattr(
-        "emloc.tracking.fetch_runs",
+        "emloc.experiment.tracking.fetch_runs",
         lambda project, entity, group: [(r["summary"], r["config"], r.get("start_time", "")) for r in wandb_runs],
     )
     api = report.load_wandb_api("emloc", sweep="t")
@@ -223,7 +223,7 @@ def test_empty_or_unknown_sweep_is_a_clear_message_not_a_traceback(out, tmp_path
 
 def test_report_imports_neither_torch_nor_wandb():
     code = (
-        "import sys, emloc.report, emloc.analysis.figures, emloc.analysis.tables, emloc.cli;"
+        "import sys, emloc.experiment.report, emloc.analysis.figures, emloc.analysis.tables, emloc.experiment.cli;"
         "print(sorted({'torch', 'wandb', 'hydra'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -231,7 +231,7 @@ def test_report_imports_neither_torch_nor_wandb():
 
 
 def test_emloc_command_dispatches(capsys):
-    from emloc import cli
+    from emloc.experiment import cli
 
     assert cli.main(["bench", "--help"]) == 0
     assert "--shots" in capsys.readouterr().out
@@ -242,7 +242,7 @@ def test_emloc_command_dispatches(capsys):
 def test_comparison_table_pairs_every_arm_with_full_context(tmp_path):
     """Real tiny runs of three arms on two demo seeds: each compressed arm gets its paired difference against full
     context on the same queries, with the candidate scores the runs kept."""
-    from emloc import runner
+    from emloc.experiment import runner
     from tests.conftest import compose
 
     for seed in (0, 1):

@@ -41,7 +41,11 @@ def why_skip() -> str | None:
 
 
 SKIP_REASON = why_skip()
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"), pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.xdist_group("slurm"),
+    pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or ""),
+]
 JOB_TIMEOUT_S = 90  # per wait; a healthy single-node cluster needs 1-5 s
 
 # Ship the job functions below by value: the job's python need not be able to import this test module

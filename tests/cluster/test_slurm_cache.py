@@ -12,7 +12,11 @@ import pytest
 from tests.cluster.test_slurm import SKIP_REASON
 from tests.cluster.test_slurm_sweep import launch
 
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"), pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.xdist_group("slurm"),
+    pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or ""),
+]
 
 
 @pytest.mark.slow

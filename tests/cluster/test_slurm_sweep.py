@@ -11,14 +11,18 @@ import sys
 
 import pytest
 
-from emloc.storage import REPO
+from emloc.utils.storage import REPO
 
 ROOT = REPO
 PARTITION = os.environ.get("SLURM_CI_PARTITION", "debug")
 QUERIES = 640  # batched ranking answers ~4 queries/s: enough work that one 3-minute attempt cannot finish it
 from tests.cluster.test_slurm import SKIP_REASON  # noqa: E402  (no sbatch, or no controller outside CI)
 
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"), pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.xdist_group("slurm"),
+    pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or ""),
+]
 
 
 def launch(tmp_path, *overrides, timeout=900):
@@ -90,7 +94,7 @@ def test_a_job_past_its_time_limit_is_requeued_and_resumes(tmp_path):
     assert m["resumed_chunks"] + m["resumed_predictions"] > 0
     rows = (tmp_path / "out" / "runs" / m["signature"] / "predictions.jsonl").read_text().splitlines()
     assert len(rows) == len({json.loads(r)["uid"] for r in rows}) == QUERIES, "a prediction was recomputed"
-    from tests.run.test_tracking import history, offline_runs, wandb_records
+    from tests.experiment.test_tracking import history, offline_runs, wandb_records
 
     folder = tmp_path / "out" / "runs" / m["signature"]
     attempts = offline_runs(folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emloc import metrics
+from emloc.data import metrics
 from emloc.data.base import Example
 
 
@@ -133,8 +133,8 @@ def test_every_task_option_scores_with_a_registered_metric():
     """`Task.metric` is always a key of `metrics.METRICS` (the paper tasks included: no free-text labels)."""
     from hydra.utils import instantiate
 
-    from emloc.metrics import METRICS
-    from emloc.storage import conf_dir
+    from emloc.data.metrics import METRICS
+    from emloc.utils.storage import conf_dir
     from tests.conftest import compose
 
     for option in sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml")):

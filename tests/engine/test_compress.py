@@ -6,11 +6,12 @@ pytest tests/engine/test_compress.py
 import pytest
 import torch
 
-from emloc.attention import AttentionContext
-from emloc.compress import EMLoC, FullContext, ZeroShot
 from emloc.data.base import Example
-from emloc.generate import answer, generate, loglikelihood, score_choices
-from emloc.memory import MemoryMismatchError, TaskMemory
+from emloc.engine.attention import AttentionContext
+from emloc.engine.compress import FullContext, ZeroShot
+from emloc.engine.generate import answer, generate, loglikelihood, score_choices
+from emloc.engine.memory import MemoryMismatchError, TaskMemory
+from emloc.methods.emloc import EMLoC
 from tests.conftest import make_demos
 
 INSTR = "Name the colour."
@@ -30,7 +31,7 @@ def reference_logits(adapter, demos, query) -> torch.Tensor:
     batch = adapter.collate([row])
     kwargs = {"input_ids": batch.ids}
     if batch.vision:
-        from emloc.prompts import IMAGE
+        from emloc.engine.prompts import IMAGE
 
         kwargs.update(batch.vision, mm_token_type_ids=(batch.kinds == IMAGE).int())
     with torch.no_grad():

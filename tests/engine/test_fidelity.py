@@ -3,8 +3,9 @@ is exactly the divergence of a memory built from the first k chunks alone."""
 
 import pytest
 
-from emloc.compress import EMLoC, FullContext
-from emloc.fidelity import measure
+from emloc.engine.compress import FullContext
+from emloc.engine.fidelity import measure
+from emloc.methods.emloc import EMLoC
 from tests.conftest import make_demos
 
 INSTR = "Name the colour."

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from emloc import pruning, scoring
-from emloc.divergence import js_divergence
-from emloc.prompts import ANSWER, QUESTION, chunks
+from emloc.engine import pruning, scoring
+from emloc.engine.divergence import js_divergence
+from emloc.engine.prompts import ANSWER, QUESTION, chunks
 
 
 def test_js_is_zero_for_identical_symmetric_and_bounded():
@@ -184,7 +184,7 @@ def test_renderer_spans_come_from_the_template(llama):
 
 
 def test_probe_rows_add_the_reference_end_of_turn_row():
-    from emloc.prompts import Row, collate
+    from emloc.engine.prompts import Row, collate
 
     # template, answer x2, end of turn, trailing template; a second, shorter row (right-padded)
     rows = [
@@ -197,7 +197,7 @@ def test_probe_rows_add_the_reference_end_of_turn_row():
 
 
 def test_decision_rows_are_the_rows_predicting_each_first_answer_token():
-    from emloc.prompts import Row, collate
+    from emloc.engine.prompts import Row, collate
 
     rows = [
         Row([1, 2, 3, 4, 5], [0, 3, 3, 0, 0], [False, True, True, True, False]),

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is the optional [eval] extra (make install)")
 
-from emloc import runner
+from emloc.experiment import runner
 from tests.conftest import compose
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,8 +60,8 @@ def lmms_losses(out_dir: Path, task: str, proc: subprocess.CompletedProcess) -> 
 def runner_losses(out_dir: Path, overrides: list[str], check: int = 4) -> tuple[float, list[int], list[list[float]]]:
     """The runner's accuracy, its predicted choice per query, and for the first `check` queries the loss of every
     choice recomputed on the memory the runner built and cached (so the two memories are compared, not only argmaxes)."""
-    from emloc.generate import loglikelihood
-    from emloc.memory import TaskMemory
+    from emloc.engine.generate import loglikelihood
+    from emloc.engine.memory import TaskMemory
     from emloc.models.loading import load
 
     cfg = compose([*overrides, "logger=none"], out_dir)
@@ -181,9 +181,9 @@ def test_entry_point_resolves_the_emloc_model():
 def test_stock_lmms_eval_task_builds_its_memory_from_the_fewshot_split(tmp_path, lmms, monkeypatch):
     """A plain lmms-eval YAML (local JSON, field-name doc functions): demos drawn by seed from its `fewshot` split,
     answers equal to the engine's on the same memory; a second model reuses the memory saved in memory_dir."""
-    from emloc.compress import FullContext
     from emloc.data.base import Example
-    from emloc.generate import answer
+    from emloc.engine.compress import FullContext
+    from emloc.engine.generate import answer
     from emloc.integrations.lmms_eval.model import EMLoCLMM
 
     words = [
@@ -238,9 +238,9 @@ def test_rices_through_lmms_eval_matches_rices_evaluate(lmms):
     """RICES on the bridged iso3166 task (tiny llama, log-likelihood ranking): the predictions of `rices.evaluate`."""
     from hydra.utils import instantiate
 
-    from emloc import rices
     from emloc.integrations.lmms_eval.model import EMLoCLMM
     from emloc.integrations.lmms_eval.task import bridge_splits, compose_task
+    from emloc.methods import rices
 
     model = EMLoCLMM(source="tiny:llama", method="rices", rices_k=4, rices_embedder="text")
     out = lmms(model, ["emloc_iso3166"], ROOT / "lmms_tasks", limit=6)  # the first 6 queries
@@ -265,7 +265,7 @@ def test_paper_tasks_fail_fast_in_lmms_eval_naming_the_dataset(monkeypatch, tmp_
     monkeypatch.setenv("EMLOC_DATA", str(tmp_path))  # no local ImageNet / YouCook2 copies
     manager = TaskManager("ERROR", include_path=str(ROOT / "lmms_tasks" / "paper"), include_defaults=False)
     assert {f"emloc_{t}" for t in PAPER} | {"emloc_paper"} <= set(manager.all_tasks)
-    from tests.run.test_configs import PAPER_DATA as names
+    from tests.experiment.test_configs import PAPER_DATA as names
 
     for task in PAPER:
         with pytest.raises(DatasetUnavailableError, match=names[task].replace(".", r"\.")) as err:

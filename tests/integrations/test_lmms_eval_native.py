@@ -4,8 +4,8 @@ through `lmms_eval.evaluator.simple_evaluate` on the tiny Qwen2-VL.
 
 * `multiple_choice` (the regression test of `compat`: lmms-eval 0.7.3 stringified the `(loss, is_greedy)` tuples
   and postprocessing died with `ValueError: too many values to unpack`) ranks every document's choices as
-  `emloc.generate.score_choices` does on the same memory;
-* `generate_until` answers as `emloc.generate.answer` on the same memory;
+  `emloc.engine.generate.score_choices` does on the same memory;
+* `generate_until` answers as `emloc.engine.generate.answer` on the same memory;
 * `loglikelihood` returns the engine's negated log-likelihood of the target;
 * `fewshot_split` equal to the evaluated split is refused before anything is encoded.
 """
@@ -168,7 +168,7 @@ def engine_memory(model, folder: Path, task: str):
 def test_native_multiple_choice_ranks_like_score_choices(model, folder):
     """Regression test of `compat`: before it, lmms-eval 0.7.3 turned the `(loss, is_greedy)` tuples into strings
     and `ConfigurableTask.process_results` failed with `ValueError: too many values to unpack (expected 2)`."""
-    from emloc.generate import score_choices
+    from emloc.engine.generate import score_choices
 
     results, samples = evaluate(model, folder, "native_colours_mc")
     assert len(samples) == N_TEST
@@ -189,7 +189,7 @@ def test_native_multiple_choice_ranks_like_score_choices(model, folder):
 
 
 def test_native_generate_until_answers_like_the_engine(model, folder):
-    from emloc.generate import answer
+    from emloc.engine.generate import answer
 
     results, samples = evaluate(model, folder, "native_colours_gen")
     memory, renderer = engine_memory(model, folder, "native_colours_gen")
@@ -204,7 +204,7 @@ def test_native_generate_until_answers_like_the_engine(model, folder):
 def test_native_loglikelihood_returns_the_engines_negated_loglikelihood(model, folder):
     """Regression test of `compat`: lmms-eval 0.7.3's `ConfigurableTask.process_results` unpacked the one-element
     result list of a `loglikelihood` document (`ValueError: not enough values to unpack (expected 2, got 1)`)."""
-    from emloc.generate import loglikelihood
+    from emloc.engine.generate import loglikelihood
 
     results, samples = evaluate(model, folder, "native_colours_ll")
     memory, renderer = engine_memory(model, folder, "native_colours_ll")

@@ -9,12 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from emloc.compress import EMLoC, FullContext
 from emloc.data.base import Example
-from emloc.generate import answer, score_choices
+from emloc.data.video import Clip, probe, read_clip, read_frames, sample_indices, validate_media
+from emloc.engine.compress import FullContext
+from emloc.engine.generate import answer, score_choices
+from emloc.engine.prompts import IMAGE
+from emloc.methods.emloc import EMLoC
 from emloc.models.loading import load
-from emloc.prompts import IMAGE
-from emloc.video import Clip, probe, read_clip, read_frames, sample_indices, validate_media
 from tests.conftest import colour_image
 
 av = pytest.importorskip("av")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from emloc import storage
 from emloc.data.base import Example, Task
-from emloc.storage import atomic_write
+from emloc.utils import storage
+from emloc.utils.storage import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Both are `HFPaperTask`s (100-document demo pool carved from the evaluated split 
 scored per query by the predicted box (centre inside the target, IoU, ACC@t); a YouCook2 example carries its
 clip as a video file, which the model sees through Qwen2-VL's video input (`num_frames` uniformly sampled frames,
 decoded with PyAV when rendered, as the reference feeds it), and is scored by ROUGE-L per caption. Deliberately
-not done here: decoding (`emloc.video`), corpus-level caption metrics (BLEU, METEOR, CIDEr) and LLM judges.
+not done here: decoding (`emloc.data.video`), corpus-level caption metrics (BLEU, METEOR, CIDEr) and LLM judges.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from emloc.data.base import Example
+from emloc.data.metrics import BOX_THRESHOLDS, box_iou, box_scores, parse_box, rouge_l  # noqa: F401  (re-exported)
 from emloc.data.paper.common import DatasetUnavailableError, HFPaperTask
-from emloc.metrics import BOX_THRESHOLDS, box_iou, box_scores, parse_box, rouge_l  # noqa: F401  (re-exported)
 
 
 @dataclass

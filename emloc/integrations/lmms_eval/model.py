@@ -19,12 +19,12 @@ each request): lmms-eval's `ctx` string and its text-only few-shot machinery are
 | `fewshot_split` | the task's `fewshot_split` | split holding the demonstrations (never the evaluated split) |
 | `chunk_size` | `metadata.emloc.chunk_size`, else the method's YAML | demos per chunk (`none`: one chunk) |
 | any parameter of the method | its YAML | e.g. `js_threshold` (alias `delta`), `keep_ratios` (`/`-separated: commas separate model args), `warm_search`, `keep_ratio` |
-| `rices_k`, `rices_embedder`, `rices_order` | 5, `default`, `most_similar_first` | RICES (`emloc.rices`) |
+| `rices_k`, `rices_embedder`, `rices_order` | 5, `default`, `most_similar_first` | RICES (`emloc.methods.rices`) |
 | `dtype`, `device`, `attn`, `seed` | `float32`, `cpu`, `sdpa`, 0 | backend (paper: `bfloat16`, `cuda`, `sdpa`) |
 | `min_pixels`, `max_pixels` | the model's | image resolution of Qwen-VL hub models |
 | `batch_size` | 1 | queries decoded together (packed; the memory is never copied) |
 | `max_new_tokens` | the task's `generation_kwargs`, else 128 | decoding budget (decoding is always greedy) |
-| `memory_dir` | none | persist / reuse task memories there: the runner's cache layout and key (`emloc.memory.memory_key`), so `memory_dir=<outputs>/memories` shares the runner's memories |
+| `memory_dir` | none | persist / reuse task memories there: the runner's cache layout and key (`emloc.engine.memory.memory_key`), so `memory_dir=<outputs>/memories` shares the runner's memories |
 
 A `fewshot_split` equal to the evaluated split is refused (ValueError naming task and split), not filtered: the
 memory is built once per task, so excluding the queries would make the demonstrations depend on `--limit` and on
@@ -52,7 +52,7 @@ from lmms_eval.api.model import lmms
 from tqdm.auto import tqdm
 
 from emloc.data.base import Example
-from emloc.generate import answer, generate, loglikelihood
+from emloc.engine.generate import answer, generate, loglikelihood
 from emloc.integrations.lmms_eval import compat
 from emloc.models.loading import load
 
@@ -175,9 +175,9 @@ class EMLoCLMM(lmms):
         args that name its parameters (and the task's `metadata.emloc.chunk_size`) as overrides; or RICES."""
         from hydra.utils import get_class, instantiate
 
-        from emloc.rices import RICES
-        from emloc.runner import compose
-        from emloc.storage import conf_dir
+        from emloc.experiment.config import compose
+        from emloc.methods.rices import RICES
+        from emloc.utils.storage import conf_dir
 
         if self.method_name == "rices":
             return RICES(**self.rices_args, show_progress=self.show_progress)
@@ -317,7 +317,7 @@ class EMLoCLMM(lmms):
         """Built, or loaded from `memory_dir` (the runner's cache layout and key: both reach the same entries)."""
         if not self.memory_dir:
             return state.method.build(self.adapter, state.demos, state.instruction)
-        from emloc.cache import build_memory
+        from emloc.experiment.cache import build_memory
 
         memory, _ = build_memory(state.method, state.demos, state.instruction, self.adapter, Path(self.memory_dir))
         return memory

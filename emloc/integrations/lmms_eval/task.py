@@ -29,12 +29,12 @@ import datasets
 from lmms_eval.api.task import ConfigurableTask
 
 from emloc.data.base import Example, Task
-from emloc.prompts import load_image
+from emloc.engine.prompts import load_image
 
 
 def compose_task(task: str, overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path | None = None):
     """`conf/task/<task>.yaml` composed like `run.py` would (plus `overrides`): returns (cfg.task, cfg.eval)."""
-    from emloc.runner import compose
+    from emloc.experiment.config import compose
 
     cfg = compose([f"task={task}", *overrides], config_dir)
     return cfg.task, cfg.eval

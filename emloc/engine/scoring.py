@@ -1,0 +1,60 @@
+"""Token-importance scores → kept indices (paper §3.2, method.md §3.1).
+
+Pure tensor helpers shared by EMLoC and the fixed-ratio baselines: smoothing along the token axis,
+protection of tokens that must survive, per-KV-head ranking, and gathering the kept entries. Scores come
+from the attention wrapper (`attention.AttentionContext`), already summed over query rows and over the query
+heads of each KV group; this module does not know where they came from.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def smooth(scores: torch.Tensor, kernel: int) -> torch.Tensor:
+    """1-D average pooling along tokens (stride 1, zero padding, so edges are damped). scores: (heads, n)."""
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"pool_kernel must be a positive odd integer, got {kernel}")
+    if kernel == 1:
+        return scores
+    return F.avg_pool1d(scores[:, None].float(), kernel, stride=1, padding=kernel // 2, count_include_pad=True)[:, 0]
+
+
+def rank(scores: torch.Tensor, *protected: torch.Tensor | None) -> torch.Tensor:
+    """Token indices per head, most important first. Protected tokens (bool (n,) masks, highest priority first) rank
+    before all others: every token of the first mask, then of the second, then the rest, each by score.
+
+    Returns (heads, n) long. Ties break towards the earlier token, so the order is deterministic.
+    """
+    s = scores.float()
+    step = (s.abs().max() + 1.0) * 2
+    for level, mask in enumerate(reversed([m for m in protected if m is not None])):
+        if mask.any():
+            s = torch.where(mask[None].to(s.device), s + step * (2**level), s)
+    return torch.sort(s, dim=-1, descending=True, stable=True).indices
+
+
+def keep_indices(order: torch.Tensor, count: int) -> torch.Tensor:
+    """The first `count` ranked indices of each head, re-sorted by position: (heads, count)."""
+    return order[:, :count].sort(dim=-1).values
+
+
+def gather(kv: tuple[torch.Tensor, torch.Tensor], idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Select entries per KV head. kv: (1, heads, n, head_dim) each; idx: (heads, m) → (1, heads, m, head_dim)."""
+    k, v = kv
+    index = idx.to(k.device)[None, :, :, None].expand(1, -1, -1, k.shape[-1])
+    return k.gather(2, index), v.gather(2, index)
+
+
+def count_for(ratio: float, length: int) -> int:
+    """Entries kept at a keep ratio (floor, as the reference; at least one)."""
+    return max(1, min(length, int(ratio * length)))
+
+
+def dropped_mass(scores: torch.Tensor, order: torch.Tensor, counts: list[int]) -> list[float]:
+    """For each count, the fraction of a layer's score mass (all heads) outside the first `count` ranked entries of
+    every head. scores, order: (heads, n)."""
+    ranked = scores.float().gather(1, order.to(scores.device)).sum(0).cumsum(0)  # mass of the top-k, k = 1..n
+    total = ranked[-1].clamp_min(torch.finfo(torch.float32).tiny)
+    return [float(1 - ranked[c - 1] / total) for c in counts]
