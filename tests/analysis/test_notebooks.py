@@ -60,7 +60,7 @@ def test_every_sweep_file_has_a_clean_parameterised_notebook():
         assert re.findall(r'report\.figure\(sweep, "(\w+)"', code) == report.FIGURES[stem], stem
         imports = [line for line in code.splitlines() if line.startswith(("import ", "from "))]
         assert imports and all(
-            line.split()[1] in ("emloc.experiment.report", "pathlib") or line == "from emloc import report"
+            line.split()[1] in ("emloc.experiment.report", "pathlib") or line == "from emloc.experiment import report"
             for line in imports
         ), (stem, imports)  # analysis code imports only emloc.experiment.report
 

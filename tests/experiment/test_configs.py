@@ -48,7 +48,7 @@ def test_signature_ignores_where_and_how_it_is_logged(tmp_path):
 def test_npu_backend_says_what_is_missing():
     from emloc.models.loading import resolve_device
 
-    with pytest.raises(RuntimeError, match="torch_npu"):
+    with pytest.raises(ValueError, match=r"backend.device=npu: needs torch_npu.*Fix: pip install torch_npu"):
         resolve_device("npu")
     with pytest.raises(ValueError, match="tpu"):
         resolve_device("tpu")

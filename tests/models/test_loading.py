@@ -53,5 +53,7 @@ def test_npu_without_a_visible_device_is_refused(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torch_npu", types.ModuleType("torch_npu"))
     monkeypatch.setattr(torch, "npu", types.SimpleNamespace(is_available=lambda: False), raising=False)
-    with pytest.raises(RuntimeError, match=r"torch.npu.is_available\(\) is False"):
+    with pytest.raises(
+        ValueError, match=r"backend.device=npu:0: no NPU is visible \(torch.npu.is_available\(\) is False\)"
+    ):
         loading.resolve_device("npu:0")
