@@ -249,6 +249,8 @@ def run_signature(cfg: DictConfig) -> tuple[Any, str]:
     method = instantiate_group("method", cfg.method)
     semantic = OmegaConf.to_container(cfg, resolve=True)
     semantic["task"]["num_shots"] = cfg.task.num_shots if method.uses_demos else 0  # zero-shot: one run, any shots
+    # the method by its contract name, not its module path: moving or renaming a module keeps finished runs
+    semantic["method"]["_target_"] = f"option:{method.option}"
     if method.revision is not None:  # a changed search invalidates the runs and memories it made
         semantic["method"]["revision"] = method.revision
     if "keep_ratio" not in method.params():  # `match_retention_of` applies to fixed-ratio arms only
