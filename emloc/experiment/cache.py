@@ -6,8 +6,8 @@ integration that asks for the same one (the runner, the lmms-eval model).
 loads the finished memory instead of building it again. Progress is saved to `<key>.partial/` after every chunk,
 so an interrupted build (a requeued job, or a waiter whose builder died) resumes where it stopped. Saves are
 atomic (`TaskMemory.save`) and carry a checksum: a damaged entry (a truncated copy, a full disk) is detected on
-load, moved aside as `<key>.corrupt-<time>-<pid>` with a warning naming it, and rebuilt. It deliberately decides nothing about which memory a run needs: the caller passes the
-method, demonstrations and held-out probes.
+load, moved aside as `<key>.corrupt-<time>-<pid>` with a warning naming it, and rebuilt. It deliberately decides
+nothing about which memory a run needs: the caller passes the method, demonstrations and held-out probes.
 """
 
 from __future__ import annotations
