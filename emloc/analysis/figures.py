@@ -88,7 +88,7 @@ def _hue(sweep: Sweep) -> list[str]:
 
 def accuracy_vs_param(sweep: Sweep, err: str) -> Figure:
     param, hue = _param(sweep), _hue(sweep)
-    agg = aggregate(sweep.runs, sweep.by)
+    agg = aggregate(sweep.runs, sweep.by, per_query=sweep.per_query())
     values = sorted(agg[param].unique(), key=lambda v: (len(v), v) if isinstance(v, tuple) else v)
     pos = {fmt_value(v): i for i, v in enumerate(values)}
     fig = Figure(figsize=(11, 4.4), layout="constrained")
@@ -135,7 +135,9 @@ def accuracy_vs_param(sweep: Sweep, err: str) -> Figure:
 
 def accuracy_vs_shots(sweep: Sweep, err: str) -> Figure:
     """Categorical shots axis (0 = zero-shot, then every shot count), methods dodged so their bars do not overlap."""
-    agg = aggregate(sweep.runs, sweep.by if "method" in sweep.by else ["method", *sweep.by])
+    agg = aggregate(
+        sweep.runs, sweep.by if "method" in sweep.by else ["method", *sweep.by], per_query=sweep.per_query()
+    )
     if not agg["uses_demos"].any():
         raise SweepError(f"sweep {sweep.name!r} has only zero-shot runs: no shots axis")
     zero = set(agg.loc[~agg["uses_demos"], "method"])
@@ -192,7 +194,7 @@ def _front(x: np.ndarray, y: np.ndarray) -> list[int]:
 
 
 def cost_pareto(sweep: Sweep, err: str) -> Figure:
-    agg = aggregate(sweep.runs, sweep.by)
+    agg = aggregate(sweep.runs, sweep.by, per_query=sweep.per_query())
     fig = Figure(figsize=(11.5, 4.8), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     panels = (

@@ -19,7 +19,7 @@ import pandas as pd
 SEED = "task.demo_seed"
 METRICS = (
     "accuracy", "num_queries", "num_shots", "context_tokens", "memory_tokens", "retention", "max_chunk_js",
-    "heldout_js", "compress_seconds", "query_seconds_mean", "peak_rss_mb",
+    "heldout_js", "compress_seconds", "query_seconds_mean", "peak_rss_mb", "certified_js_upper",
 )  # fmt: skip
 INT_METRICS = ("num_queries", "num_shots", "context_tokens")
 # what every run records about its method (`Compressor.card()`): analysis never imports a method class
@@ -135,6 +135,18 @@ class Sweep:
                          f"{self.sweep_file} (another config, e.g. an older version of the file):")  # fmt: skip
             lines += [f"  - {o}" for o in self.outside]
         return "\n".join(lines) if len(lines) > 1 else lines[0] + " (complete)"
+
+    def per_query(self) -> dict[str, pd.DataFrame]:
+        """The metrics measured per query, as long rows (`signature`, `uid`, `value`): accuracy from the predictions,
+        held-out JS from the fidelity inputs. `stats.aggregate` gives them crossed-design intervals."""
+        out = {}
+        if self.predictions is not None and not self.predictions.empty:
+            out["accuracy"] = self.predictions.assign(value=self.predictions["correct"].astype(float))
+        if self.fidelity is not None and not self.fidelity.empty:
+            rows = self.fidelity[self.fidelity["curve"] == "query"]
+            if not rows.empty:
+                out["heldout_js"] = rows.assign(value=rows["js"].astype(float))
+        return {k: v[["signature", "uid", "value"]] for k, v in out.items()}
 
     def layers(self) -> pd.DataFrame:
         """The per-layer statistics, with the grid columns of each run."""

@@ -145,7 +145,9 @@ def drift(sweep: Sweep, err: str) -> Figure:
     point, with the threshold δ where the method has one."""
     fid = sweep.fidelity
     if fid is None or fid.empty:
-        raise SweepError(f"sweep {sweep.name!r} has no fidelity.json in its run folders (eval.fidelity_queries = 0?)")
+        raise SweepError(
+            f"sweep {sweep.name!r} has no fidelity.json in its run folders (eval.fidelity = false, or task.heldout.fidelity = 0?)"
+        )
     runs = sweep.runs[sweep.runs["compresses"] & sweep.runs["signature"].isin(fid["signature"])]
     if runs.empty:
         raise SweepError(f"sweep {sweep.name!r} has no compressed memory with a fidelity measurement")

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from emloc.data.base import Example, Split, Task
+from emloc.data.base import Example, Task, balanced_sample
 
 NATURAL_NAMES = {
     "GB": "United Kingdom", "SI": "Slovenia", "IT": "Italy", "FR": "France", "PH": "Philippines", "TR": "Turkey",
@@ -141,32 +141,11 @@ class Iso3166Task(Task):
         ]
         return pool, pool
 
-    def split(self, num_shots: int, num_queries: int | None, demo_seed: int, query_seed: int = 1234) -> Split:
-        """Like `Task.split`, but with `balanced_queries` (and a query count) each class gets num_queries // classes
-        queries, the remainder going to seeded-random classes; the demonstration pool is everything else."""
+    def draw_queries(self, candidates: list[Example], num_queries: int | None, rng: random.Random) -> list[Example]:
+        """With `balanced_queries` (and a query count) each class gets num_queries // classes queries, the remainder
+        going to seeded-random classes."""
         if not self.balanced_queries or num_queries is None:
-            return super().split(num_shots, num_queries, demo_seed, query_seed)
-        if num_shots < 0 or num_queries < 1:
-            raise ValueError(f"need num_shots >= 0 and num_queries >= 1, got {num_shots} and {num_queries}")
-        pool, _ = self.load()
-        if num_queries > len(pool):
-            raise ValueError(f"num_queries={num_queries} exceeds the {len(pool)} queries of task {self.name!r}")
-        rng = random.Random(query_seed)
-        labels = list(self.labels.values())
-        quota = dict.fromkeys(labels, num_queries // len(labels))
-        for label in rng.sample(labels, num_queries % len(labels)):
-            quota[label] += 1
-        queries = []
-        for label in labels:
-            members = [ex for ex in pool if ex.answer == label]
-            if quota[label] > len(members):
-                raise ValueError(f"balanced num_queries={num_queries} needs {quota[label]} queries of class "
-                                 f"{label!r}, which has only {len(members)} items")  # fmt: skip
-            queries += rng.sample(members, quota[label])
-        rng.shuffle(queries)
-        taken = {q.uid for q in queries}
-        rest = [ex for ex in pool if ex.uid not in taken]
-        if num_shots > len(rest):
-            raise ValueError(f"num_shots={num_shots} exceeds the demonstration pool of task {self.name!r} "
-                             f"({len(rest)} examples)")  # fmt: skip
-        return Split(demos=random.Random(demo_seed).sample(rest, num_shots), queries=queries)
+            return super().draw_queries(candidates, num_queries, rng)
+        if num_queries > len(candidates):
+            raise ValueError(f"num_queries={num_queries} exceeds the {len(candidates)} queries of task {self.name!r}")
+        return balanced_sample(candidates, num_queries, rng, "num_queries", list(self.labels.values()), strict=True)

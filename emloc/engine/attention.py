@@ -6,14 +6,14 @@ registered under `config._attn_implementation` with every extra keyword they rec
 an `emloc=AttentionContext(...)` keyword, the wrapper
 
 1. prepends the layer's memory keys/values (post-RoPE, fully visible, their own length per layer) in front
-   of the query's own keys, with a zero block in front of the additive mask (method.md §4.1, §9.1), and
+   of the query's own keys, with a zero block in front of the additive mask (docs/method.md §4.1, §6.1), and
 2. optionally accumulates, for selected query rows, the softmax attention over a span of keys, summed per
-   KV-head group (GQA) — the scores EMLoC and the fixed-ratio baselines rank tokens by (method.md §3.1, §9.4).
+   KV-head group (GQA) — the scores EMLoC and the fixed-ratio baselines rank tokens by (docs/method.md §3.1, §6.2).
    Only those rows are materialised, in float32; the attention output itself is still computed by SDPA.
 
 Without the keyword the wrappers are the stock functions, so the model's own forward/generate keep working.
 The per-query cache stays a normal `DynamicCache` holding only query tokens: memory lengths never touch
-`get_seq_length`, `cache_position` or the mask width (method.md §9.1).
+`get_seq_length`, `cache_position` or the mask width (docs/method.md §6.1).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class AttentionContext:
         query rows whose attention is accumulated.
     score_start : list[int], optional
         per layer, the first prefix index included in the scoring softmax (earlier entries — the compressed
-        history — are excluded from the normalisation, method.md §9.4). Default: the whole prefix.
+        history — are excluded from the normalisation, docs/method.md §6.2). Default: the whole prefix.
     score_reduce : "sum" (default: attention summed over the rows and the query heads of a KV group) or "max" (the
         largest attention any row and any head of the group pays: KVzip's score).
     tail_scores / own_scores : outputs, per layer

@@ -123,8 +123,22 @@ class Compressor:
         return self.label
 
     def heldout_count(self) -> int:
-        """How many held-out inputs (neither demonstrations nor queries) the method wants as `build(probes=...)`."""
+        """How many held-out tuning inputs (neither demonstrations, queries nor certification or fidelity inputs) the
+        method wants as `build(probes=...)`."""
         return 0
+
+    def respond(self, adapter, memory: TaskMemory, renderer, queries: list[Example], max_new_tokens: int,
+                demos: list[Example]) -> list[tuple[str, list[float] | None]]:  # fmt: skip
+        """Answer queries: against the shared task memory (`emloc.engine.generate.respond`). A method that composes a
+        context per query from the demonstrations (retrieval) overrides it."""
+        from emloc.engine.generate import respond
+
+        return respond(adapter, memory, renderer, queries, max_new_tokens)
+
+    def bound(self) -> float | None:
+        """The divergence (nats, next-token JS to the full context) this method sizes its memory to stay under, if
+        any. The runner certifies it on the task's certification set, which the method never sees."""
+        return None
 
     def card(self) -> dict[str, Any]:
         """The contract as recorded with every run (`metrics.json`), so analysis never imports a method class."""
@@ -194,7 +208,7 @@ class Compressor:
                            memory.chunks[-1] if memory.chunks else None, inputs or None,
                            memory.position_offset)  # fmt: skip
         chosen = self.select(adapter, state)
-        record = ChunkRecord(index, len(rows), state.length, [], [], [], trials=chosen.trials, steps=chosen.rungs)
+        record = ChunkRecord(index, len(rows), state.length, [], [], [], trials=chosen.trials, rungs=chosen.rungs)
         kinds = batch.kinds[0]
         for layer, idx in enumerate(chosen.keep):
             entries = kv[layer] if idx is None else scoring.gather(kv[layer], idx)

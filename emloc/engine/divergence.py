@@ -1,4 +1,4 @@
-"""Jensen–Shannon divergence between two sets of next-token distributions (paper §3.2, method.md §3.3).
+"""Jensen–Shannon divergence between two sets of next-token distributions (paper §3.2, docs/method.md §3.3).
 
 Computed from logits in float32 log space, so near-zero probabilities never turn into `0 * log 0 = NaN`
 (the reference computes it from bf16 softmax probabilities and silently rejects a layer on NaN). The

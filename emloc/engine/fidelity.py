@@ -44,6 +44,18 @@ class Fidelity:
 
 
 @torch.no_grad()
+def divergence(
+    adapter, memory: TaskMemory, full: TaskMemory, renderer: ChatRenderer, inputs: list[Example]
+) -> list[float]:
+    """Per input: JS of the next-token distribution against `memory` from the one against `full` (the finished
+    memory only: what a certificate needs)."""
+    reference = answer_logits(adapter, full.prefix(), full.position_offset, renderer, inputs)
+    return js_rows(
+        answer_logits(adapter, memory.prefix(), memory.position_offset, renderer, inputs), reference
+    ).tolist()
+
+
+@torch.no_grad()
 def measure(adapter, memory: TaskMemory, full: TaskMemory, renderer: ChatRenderer, queries: list[Example],
             per_layer: bool = True) -> Fidelity:  # fmt: skip
     """JS divergence of `memory` from `full` (one uncompressed pass over the same demonstrations) on `queries`."""

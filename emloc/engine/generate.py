@@ -1,4 +1,4 @@
-"""Answering queries against a task memory: greedy generation and log-likelihood ranking (method.md §1.5).
+"""Answering queries against a task memory: greedy generation and log-likelihood ranking (docs/method.md §1.3).
 
 A query is rendered as the next user turn of the conversation the memory holds and positioned right after
 the memory's uncompressed extent. Its own tokens live in a fresh `DynamicCache`; the memory is only ever

@@ -1,4 +1,4 @@
-"""The task memory: a compressed, reusable per-layer KV cache of the demonstrations (paper §3, method.md §3.5).
+"""The task memory: a compressed, reusable per-layer KV cache of the demonstrations (paper §3, docs/method.md §3.5).
 
 `TaskMemory` is a transformers `Cache` with one `DynamicLayer` per decoder layer. Layers have independent
 lengths (each layer keeps its own number of entries; every KV head of a layer keeps the same count, but a
@@ -74,7 +74,7 @@ class ChunkRecord:
     tokens_by_kind: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     trials: int = 0
-    steps: list[int] = field(default_factory=list)  # per layer: index on the keep-ratio ladder (len = kept in full)
+    rungs: list[int] = field(default_factory=list)  # per layer: rung taken on the keep-ratio ladder (len = kept in full)
     extent: int | None = None  # positions the chunk spans (None in memories saved before it was recorded: tokens)
 
 
@@ -249,5 +249,6 @@ class TaskMemory(Cache):
                     k, v = k.to(dtype), v.to(dtype)
                 mem.append(i, k, v)
         mem.position_offset, mem.num_source_tokens = meta["position_offset"], meta["num_source_tokens"]
-        mem.chunks = [ChunkRecord(**c) for c in meta["chunks"]]
+        renamed = {"steps": "rungs"}  # memories saved before the rename
+        mem.chunks = [ChunkRecord(**{renamed.get(k, k): v for k, v in c.items()}) for c in meta["chunks"]]
         return mem

@@ -1,8 +1,8 @@
 """From examples to token rows: chat-template rendering, answer spans, chunking and batching.
 
 The whole many-shot prompt is one multi-turn conversation `system, (user_i, assistant_i) x k, user_query,
-assistant:` cut at turn boundaries (method.md §1.2). Instead of slicing rendered strings by magic character
-offsets or pairing magic token ids (method.md §9.14), every piece is derived from the model's own chat
+assistant:` cut at turn boundaries (docs/method.md §1.2). Instead of slicing rendered strings by magic character
+offsets or pairing magic token ids (docs/method.md §6.5), every piece is derived from the model's own chat
 template by rendering with sentinel strings and taking differences of renders; a template that is not
 prefix-stable is rejected with a clear error. Each piece is tokenized on its own and the pieces are
 concatenated, so a demonstration has the same tokens in a chunk, in a probe and in the full context, and
@@ -91,7 +91,7 @@ class Batch:
     def probe_rows(self, end_of_turn: bool = False) -> torch.Tensor:
         """(bsz, L) bool: the rows whose next-token distributions a probe compares: those that predict a target
         (answer tokens and the end-of-turn token) and, with `end_of_turn`, also the row AT each row's last target,
-        which predicts what follows the end of the turn (the reference's label span, method.md §9.7)."""
+        which predicts what follows the end of the turn (the reference's label span, docs/method.md §6.4)."""
         rows = self.predict.clone()
         if end_of_turn:
             positions = torch.arange(self.targets.shape[1])

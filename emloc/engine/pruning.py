@@ -1,4 +1,4 @@
-"""Layer-wise adaptive budgets under a divergence bound (paper §3.2, method.md §3.2–3.3).
+"""Layer-wise adaptive budgets under a divergence bound (paper §3.2, docs/method.md §3.2–3.3).
 
 A search decides, for each decoder layer, how many of the current chunk's entries to keep, using an oracle
 `trial(assignment) -> JS` that measures the output divergence when the layers in `assignment` are pruned to

@@ -1,4 +1,4 @@
-"""Token-importance scores → kept indices (paper §3.2, method.md §3.1).
+"""Token-importance scores → kept indices (paper §3.2, docs/method.md §3.1).
 
 Pure tensor helpers shared by EMLoC and the fixed-ratio baselines: smoothing along the token axis,
 protection of tokens that must survive, per-KV-head ranking, and gathering the kept entries. Scores come

@@ -57,6 +57,13 @@ class PaperConf:  # a paper task's reference settings (conf/experiment/qwen2vl7b
 
 
 @dataclass
+class HeldOutConf:  # inputs reserved from the task before demonstrations are drawn (emloc.data.base.Split)
+    fidelity: int = 64  # held-out JS to the full context is measured on these (class-balanced)
+    tuning: int = 64  # what a method may look at to choose its memory (EMLoC-E2E's probes, a bound's size)
+    certification: int = 64  # what certifies a bound the tuning set chose; nothing else ever sees them
+
+
+@dataclass
 class TaskConf:
     name: str = MISSING
     loader: dict[str, Any] = field(default_factory=dict)  # `_target_` + the Task class' own arguments
@@ -64,6 +71,7 @@ class TaskConf:
     num_queries: int | None = None  # null: every query
     demo_seed: int = 0
     query_seed: int = 1234
+    heldout: HeldOutConf = field(default_factory=HeldOutConf)
     paper: PaperConf | None = None
 
 
@@ -72,7 +80,7 @@ class EvalConf:
     batch_size: int = 8
     max_new_tokens: int = 32
     checkpoint_chunks: bool = True
-    fidelity_queries: int = 32
+    fidelity: bool = True  # measure held-out JS on the task's fidelity set (task.heldout.fidelity inputs)
     fidelity_layers: bool = False
 
 
@@ -146,7 +154,8 @@ def check(cfg: DictConfig) -> None:
     """Value rules of the typed groups (types and keys are enforced at composition); raises `ConfigError`."""
     _int_at_least(cfg, "eval.batch_size", 1, "eval.batch_size=8 (queries answered per forward)")
     _int_at_least(cfg, "eval.max_new_tokens", 1, "eval.max_new_tokens=32 (at least one token per answer)")
-    _int_at_least(cfg, "eval.fidelity_queries", 0, "eval.fidelity_queries=0 turns the fidelity measurement off")
+    for name in ("fidelity", "tuning", "certification"):
+        _int_at_least(cfg, f"task.heldout.{name}", 0, f"task.heldout.{name}=0 reserves no {name} inputs")
     _int_at_least(cfg, "task.num_shots", 0, "task.num_shots=16 (0 only with method=zero_shot)")
     _int_at_least(cfg, "task.num_queries", 1, "task.num_queries=null evaluates every query", optional=True)
     for key in ("task.demo_seed", "task.query_seed"):

@@ -23,6 +23,7 @@ from typing import Any
 from emloc.analysis import figures, grid, loading
 from emloc.analysis.frame import METRICS, SEED, Sweep, SweepError, point_label, t975
 from emloc.analysis.loading import frame_of_fetched, load_runs, load_wandb_offline, read_wandb_run
+from emloc.analysis.power import power_table
 from emloc.analysis.stats import aggregate, paired
 from emloc.analysis.tables import (
     Table,
@@ -51,6 +52,7 @@ __all__ = [
     "matched_retention_table",
     "paired",
     "point_label",
+    "power_table",
     "read_wandb_run",
     "show",
     "summary_table",
@@ -187,6 +189,7 @@ def products(sweep: Sweep) -> tuple[list, list[str]]:
         tables.append(matched_retention_table if sweep.stem == "pruning_strategies" else comparison_table)
         if "match_retention_of" in sweep.runs and sweep.runs["match_retention_of"].notna().any():
             tables.append(matched_comparison_table)
+        tables.append(power_table)
     return tables, FIGURES.get(sweep.stem) or figures.applicable(sweep)
 
 

@@ -21,12 +21,13 @@ method changes the three, and the search:
 
 Every chunk records the divergence it was accepted at. `probes="self"`, `teacher="local"`, `entries="chunk"` and
 `rows="answer"` reproduce EMLoC's choices, for ablation. Costs per chunk: one chunk forward, two probe passes and
-`steps` trials of the probes, each probe cut at its first answer token.
+`max_trials` trials of the probes, each probe cut at its first answer token.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,8 +41,88 @@ from emloc.engine.compress import ChunkState, Compressor, FullContext, Selection
 from emloc.engine.divergence import js_divergence
 from emloc.engine.prompts import Row, chunks
 
-CHOICES = {"probes": ("next", "heldout", "self"), "teacher": ("full", "local"), "entries": ("full", "chunk"),
-           "rows": ("decision", "answer"), "allocation": ("mass", "uniform")}  # fmt: skip
+
+@dataclass
+class Build:
+    """The state of one build of EndToEnd (set by `build`, dropped when it returns)."""
+
+    adapter: Any
+    instruction: str | None
+    groups: list[list[Example]]  # the chunks' demonstrations
+    rows: list[Row]  # every demonstration, rendered
+    held: list[Row]  # the tuning inputs, rendered as queries
+    full: list | None = None  # the uncompressed KV of the chunks so far, pieces per layer
+    full_chunks: int = 0  # how many chunks `full` holds
+    tau: float | None = None  # the τ the previous chunk accepted (the next search starts there)
+
+
+# ---- the choices, one small object each: where probes come from, what they are compared to, how τ becomes counts
+class NextDemos:
+    """The demonstrations after the chunk (not in the memory yet); for the last chunks, the tuning inputs, else the
+    demonstrations from the start."""
+
+    def rows(self, b: Build, state: ChunkState, want: int) -> list[Row]:
+        n, start = len(b.rows), sum(len(g) for g in b.groups[: state.index])
+        own = range(start, start + len(state.demos))
+        after = range(own.stop, min(n, own.stop + want))
+        rows = [b.rows[i] for i in after]
+        if len(rows) < want:
+            spare = b.held or [b.rows[i] for i in range(n) if i not in own and i not in after]
+            rows += spare[: want - len(rows)]
+        return rows
+
+
+class TuningInputs:
+    """The task's tuning inputs only (held out from everything else; their answers are never used)."""
+
+    def rows(self, b: Build, state: ChunkState, want: int) -> list[Row]:
+        return b.held or NextDemos().rows(b, state, want)
+
+
+class OwnDemos:
+    """The chunk's own demonstrations, as EMLoC."""
+
+    def rows(self, b: Build, state: ChunkState, want: int) -> list[Row]:
+        return list(state.demos)
+
+
+class FullTeacher:
+    """The probes' answers after the uncompressed context so far: the bound holds end to end."""
+
+    needs_full = True
+
+    def logits(self, answers: Callable, base: torch.Tensor, full: list, chunk_full: list) -> torch.Tensor:
+        return answers([[*f, c] for f, c in zip(full, chunk_full)])
+
+
+class LocalTeacher:
+    """The probes' answers after the compressed history and the whole chunk, as EMLoC."""
+
+    needs_full = False
+
+    def logits(self, answers: Callable, base: torch.Tensor, full: list, chunk_full: list) -> torch.Tensor:
+        return base
+
+
+class MassAllocation:
+    """Per layer, the fewest entries that keep 1 − τ of the probes' attention mass."""
+
+    def counts(self, masses: list[torch.Tensor], tau: float, floor: int, length: int) -> list[int]:
+        return [max(floor, int((m > tau).sum()) + 1) if tau > 0 else length for m in masses]
+
+
+class UniformAllocation:
+    """1 − τ of every layer."""
+
+    def counts(self, masses: list[torch.Tensor], tau: float, floor: int, length: int) -> list[int]:
+        return [max(floor, min(length, math.ceil((1 - tau) * length)))] * len(masses)
+
+
+PROBES = {"next": NextDemos(), "heldout": TuningInputs(), "self": OwnDemos()}
+TEACHERS = {"full": FullTeacher(), "local": LocalTeacher()}
+ALLOCATIONS = {"mass": MassAllocation(), "uniform": UniformAllocation()}
+CHOICES = {"probes": tuple(PROBES), "teacher": tuple(TEACHERS), "entries": ("full", "chunk"),
+           "rows": ("decision", "answer"), "allocation": tuple(ALLOCATIONS)}  # fmt: skip
 
 
 @dataclass
@@ -52,16 +133,17 @@ class EndToEnd(Compressor):
     ----------
     chunk_size : demonstrations per chunk.
     js_threshold : δ, the bound on the mean JS divergence (nats) of the probes' compared rows.
-    probes : "next" (the demonstrations after the chunk, then held-out inputs of the task — neither demonstrations
-        nor queries, passed to `build`, only their questions used — for the last chunks), "heldout" (the held-out
-        inputs only) or "self" (the chunk's own demonstrations, as EMLoC).
+    probes : "next" (the demonstrations after the chunk, then the task's tuning inputs — held out from demonstrations,
+        queries, the fidelity and the certification set, passed to `build`, only their questions used — for the last
+        chunks), "heldout" (the tuning inputs only) or "self" (the chunk's own demonstrations, as EMLoC). The bound
+        these choose is certified by the runner on the certification set (`bound`), never on them.
     probe_demos : how many inputs probe a chunk.
     rows : "decision" (each probe's first-answer-token row) or "answer" (every answer row, as EMLoC).
     teacher : "full" (the uncompressed context: end to end) or "local" (the compressed history, as EMLoC).
     entries : "full" (kept entries come from the uncompressed context) or "chunk" (from the chunk encoded after the
         compressed memory, as EMLoC; needs no uncompressed history unless the teacher is "full").
     allocation : "mass" (per layer, the fewest entries keeping 1 − τ of the attention) or "uniform" (1 − τ of each).
-    steps : trials per chunk (the search over τ, from the previous chunk's τ).
+    max_trials : divergence trials per chunk (the search over τ, from the previous chunk's τ).
     pool_kernel : average pooling of the scores along the tokens.
     protect : rank the chunk's answer tokens first (EMLoC's protection); False leaves them to the allocation.
     """
@@ -82,10 +164,10 @@ class EndToEnd(Compressor):
     teacher: str = "full"
     entries: str = "full"
     allocation: str = "mass"
-    steps: int = 4
+    max_trials: int = 4
     pool_kernel: int = 5
     protect: bool = True
-    _run: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # state of one build
+    _build: Build | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,7 +177,7 @@ class EndToEnd(Compressor):
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        for key in ("steps", "probe_demos"):
+        for key in ("max_trials", "probe_demos"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {getattr(self, key)!r}")
         scoring.smooth(torch.zeros(1, 1), self.pool_kernel)
@@ -107,33 +189,35 @@ class EndToEnd(Compressor):
 
     @property
     def _keeps_full(self) -> bool:
-        return self.teacher == "full" or self.entries == "full"
+        return TEACHERS[self.teacher].needs_full or self.entries == "full"
+
+    def bound(self) -> float | None:
+        return self.js_threshold
 
     def heldout_count(self) -> int:
         return self.probe_demos if self.probes in ("heldout", "next") else 0
 
     @torch.no_grad()
     def build(self, adapter, demos: list[Example], instruction: str | None = None, probes: list[Example] = (), **kw):
-        """As `Compressor.build`; `probes`: held-out inputs (`probes="heldout"`; the first `probe_demos` are used)."""
+        """As `Compressor.build`; `probes`: the task's tuning inputs (the first `probe_demos` are used)."""
         renderer = adapter.renderer(instruction)
         held = [renderer.query(q) for q in list(probes)[: self.probe_demos]] if self.probes != "self" else []
-        self._run = {"groups": chunks(demos, self.chunk_size or max(len(demos), 1)), "demos": demos,
-                     "rows": [renderer.demo(d) for d in demos], "held": held, "full": None, "full_chunks": 0,
-                     "adapter": adapter, "instruction": instruction}  # fmt: skip
+        self._build = Build(adapter, instruction, chunks(demos, self.chunk_size or max(len(demos), 1)),
+                            [renderer.demo(d) for d in demos], held)  # fmt: skip
         try:
             return super().build(adapter, demos, instruction, probes=probes, **kw)
         finally:
-            self._run = {}
+            self._build = None
 
     # ------------------------------------------------------------------------------------------------ pieces
     def _full_history(self, index: int, num_layers: int) -> list:
         """The uncompressed KV of the chunks before `index`, as pieces per layer (rebuilt after a resume)."""
-        run = self._run
-        if run["full_chunks"] != index:
-            done = [d for g in run["groups"][:index] for d in g]
-            memory = FullContext(show_progress=False).build(run["adapter"], done, run["instruction"])
-            run["full"], run["full_chunks"] = [[kv] if kv is not None else [] for kv in memory.prefix()], index
-        return run["full"] or [[] for _ in range(num_layers)]
+        b = self._build
+        if b.full_chunks != index:
+            done = [d for g in b.groups[:index] for d in g]
+            memory = FullContext(show_progress=False).build(b.adapter, done, b.instruction)
+            b.full, b.full_chunks = [[kv] if kv is not None else [] for kv in memory.prefix()], index
+        return b.full or [[] for _ in range(num_layers)]
 
     def chunk_context(self, history: list, index: int) -> list:
         return self._full_history(index, len(history)) if self.entries == "full" else history
@@ -148,36 +232,16 @@ class EndToEnd(Compressor):
         return [(lay.keys, lay.values) for lay in cache.layers]
 
     def _probes(self, state: ChunkState) -> list:
-        """Rows of the probes, each ending where its answer is decided: "next" — the demonstrations after the chunk
-        (not in the memory yet), then held-out inputs once those run out (the last chunks), else wrapping around;
-        "heldout" — the held-out inputs only; "self" — the chunk's own. Demonstrations are cut before their answer
-        (`rows="decision"`: what follows the decision row cannot change it, attention is causal)."""
-        run, n = self._run, len(self._run["rows"])
-        start = sum(len(g) for g in run["groups"][: state.index])
-        own = range(start, start + len(state.demos))
-        if self.probes == "self":
-            rows = list(state.demos)
-        elif self.probes == "heldout" and run["held"]:
-            return run["held"]
-        else:
-            after = range(own.stop, min(n, own.stop + self.probe_demos))
-            rows = [run["rows"][i] for i in after]
-            if len(rows) < self.probe_demos:  # the last chunks: held-out inputs, else demonstrations from the start
-                spare = run["held"] or [run["rows"][i] for i in range(n) if i not in own and i not in after]
-                rows += spare[: self.probe_demos - len(rows)]
+        """Rows of the probes (`PROBES[self.probes]`), each ending where its answer is decided with `rows="decision"`
+        (demonstrations are cut before their answer: what follows the decision row cannot change it)."""
+        rows = PROBES[self.probes].rows(self._build, state, self.probe_demos)
         if self.rows == "decision":
             rows = [r if not any(r.targets) else Row(r.ids[:t], r.kinds[:t], r.targets[:t], r.images, r.videos)
                     for r in rows for t in [r.targets.index(True) if any(r.targets) else 0]]  # fmt: skip
         return rows
 
-    def _counts(self, masses: list[torch.Tensor], tau: float, floor: int, length: int) -> list[int]:
-        """Entries per layer kept at τ (never fewer than the protected tokens)."""
-        if self.allocation == "uniform":
-            return [max(floor, min(length, math.ceil((1 - tau) * length)))] * len(masses)
-        return [max(floor, int((m > tau).sum()) + 1) if tau > 0 else length for m in masses]
-
-    def _search(self, trial) -> tuple[float, float, int]:
-        """The largest τ whose trial is ≤ δ, in at most `steps` trials: from the previous chunk's τ (chunks are
+    def _search(self, trial, start: float | None = None) -> tuple[float, float, int]:
+        """The largest τ whose trial is ≤ δ, in at most `max_trials` trials: from the previous chunk's τ (chunks are
         alike) gallop up or down in steps of 1/16, doubling, then bisect; the first chunk bisects [0, 1]. Returns
         (τ, its measured divergence, trials); τ = 0 (prune nothing) when no trial passes."""
         values: dict[float, float] = {}
@@ -188,9 +252,8 @@ class EndToEnd(Compressor):
             return values[t] <= self.js_threshold
 
         lo, hi, step = 0.0, 1.0, 1 / 16
-        start = self._run.get("tau")
         t = 0.5 if not start else start
-        while len(values) < self.steps:
+        while len(values) < self.max_trials:
             if passes(t):
                 lo = t
                 t = min(hi, t + step) if start else (t + hi) / 2
@@ -212,8 +275,8 @@ class EndToEnd(Compressor):
         full = self._full_history(state.index, len(layers)) if self._keeps_full else None
         chunk_full = self._full_chunk(adapter, state, full) if full is not None else None
         if full is not None:  # the uncompressed context after this chunk, for the next one
-            self._run["full"] = [[*f, c] for f, c in zip(full, chunk_full)]
-            self._run["full_chunks"] = state.index + 1
+            self._build.full = [[*f, c] for f, c in zip(full, chunk_full)]
+            self._build.full_chunks = state.index + 1
         if self.js_threshold == 0:
             return Selection([None] * len(layers))
         probes = adapter.collate(self._probes(state))
@@ -234,7 +297,7 @@ class EndToEnd(Compressor):
         ctx = AttentionContext(prefix=[[h, c] for h, c in zip(state.history, state.kv)], score_rows=rows,
                                score_start=history)  # fmt: skip
         base = answers([], ctx)
-        teacher = answers([[*f, c] for f, c in zip(full, chunk_full)]) if self.teacher == "full" else base
+        teacher = TEACHERS[self.teacher].logits(answers, base, full, chunk_full)
         # ranking (answer tokens first) and each layer's dropped attention mass as a function of the count
         protected = (
             (state.batch.targets[0] | state.batch.predict[0])
@@ -255,9 +318,12 @@ class EndToEnd(Compressor):
         base_js = js_divergence(base, teacher)
         tau, best_js, trials = 0.0, base_js, 0
         if base_js <= self.js_threshold:  # otherwise the history alone is too far: prune nothing
-            tau, best_js, trials = self._search(lambda t: trial(self._counts(masses, t, floor, state.length)))
-        self._run["tau"] = tau
-        best = self._counts(masses, tau, floor, state.length) if tau > 0 else None
+            counts = ALLOCATIONS[self.allocation].counts
+            tau, best_js, trials = self._search(
+                lambda t: trial(counts(masses, t, floor, state.length)), self._build.tau
+            )
+        self._build.tau = tau
+        best = ALLOCATIONS[self.allocation].counts(masses, tau, floor, state.length) if tau > 0 else None
         keep = [None] * len(layers) if best is None else [
             scoring.keep_indices(o, n) if n < state.length else None for o, n in zip(order, best)
         ]  # fmt: skip

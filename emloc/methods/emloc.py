@@ -1,4 +1,4 @@
-"""EMLoC: chunk-wise compression with JS-bounded layer-wise adaptive pruning (paper §3.2, docs/method.md §3-§9).
+"""EMLoC: chunk-wise compression with JS-bounded layer-wise adaptive pruning (paper §3.2, docs/method.md §2–§6).
 
 For each chunk of the shared loop (`emloc.engine.compress.Compressor`):
 
@@ -43,7 +43,7 @@ class EMLoC(Compressor):
         chunk's rungs, see `pruning.WarmBisect`) or "path" (experimental, `pruning.WarmPath`).
     probe_end_of_turn : the probes also compare the row at each answer's end-of-turn token (it predicts what follows
         the turn, nearly always the same: its JS is near zero, so it dilutes the mean). True is the reference's label
-        span (method.md §9.7); False compares only the rows that predict the answer and its end of turn.
+        span (docs/method.md §6.4); False compares only the rows that predict the answer and its end of turn.
     Whatever the search, every accepted chunk has JS ≤ δ on its probes.
     """
 
@@ -113,7 +113,7 @@ class EMLoC(Compressor):
         counts = [scoring.count_for(r, state.length) for r in self.keep_ratios]
         chunk = pruning.ChunkSearch(
             counts, state.length, len(layers), trial, self.js_threshold, state.index,
-            previous=state.previous.steps if state.previous is not None else None,
+            previous=state.previous.rungs if state.previous is not None else None,
             cost=lambda l, cs: scoring.dropped_mass(ctx.tail_scores[l], order[l], cs),
         )  # fmt: skip
         result = self.strategy(chunk)

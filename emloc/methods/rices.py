@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from emloc.data.base import Example
+from emloc.engine.compress import FullContext
 
 Embedder = Callable[[Sequence[Example]], Any]
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -129,8 +130,11 @@ class RetrievalIndex:
 
 
 @dataclass
-class RICES:
+class RICES(FullContext):
     """Per-query retrieval of the `k` most similar demonstrations, answered with an uncompressed context.
+
+    As a method option (`method=rices`): the run's demonstrations are the retrieval pool; the shared memory is their
+    full context (what the run's statistics describe), and every query is answered against its own k (`respond`).
 
     Parameters
     ----------
@@ -140,16 +144,19 @@ class RICES:
     chunk_size : chunking of the per-query context (`FullContext`; the memory is exact either way).
     """
 
+    option = "rices"
+    label = "RICES"
+    lossless = None  # k of the demonstrations per query: never the full context
+
     k: int = 5
     embedder: Embedder | str | None = "default"
     order: Literal["most_similar_first", "most_similar_last"] = "most_similar_first"
-    chunk_size: int | None = None
     show_progress: bool = False
     _embed: Embedder = field(init=False, repr=False)
-
-    name = "rices"
+    _index: tuple[tuple[str, ...], RetrievalIndex] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be an integer >= 1, got {self.k!r}")
         if self.order not in ("most_similar_first", "most_similar_last"):
@@ -164,6 +171,26 @@ class RICES:
         )
         return {"k": self.k, "embedder": name, "order": self.order, "chunk_size": self.chunk_size}
 
+    def describe(self) -> str:
+        return f"RICES, k = {self.k}"
+
+    def validate_demos(self, demos: list[Example]) -> None:
+        super().validate_demos(demos)
+        if len(demos) < self.k:
+            raise ValueError(f"k={self.k} exceeds the {len(demos)} demonstrations RICES retrieves from")
+
+    def respond(self, adapter, memory, renderer, queries, max_new_tokens, demos):
+        """Each query against a context of its own k most similar demonstrations (the shared memory is unused)."""
+        from emloc.engine.generate import respond
+
+        ids = tuple(d.uid for d in demos)
+        if self._index is None or self._index[0] != ids:
+            self._index = (ids, self.index(demos))
+        out = []
+        for q, picked in zip(queries, self.retrieve(self._index[1], queries)):
+            out += respond(adapter, self.memory_for(adapter, picked, renderer.instruction), renderer, [q], max_new_tokens)
+        return out
+
     # ------------------------------------------------------------------------------------------- retrieval
     def embed(self, examples: Sequence[Example]) -> np.ndarray:
         vecs = np.asarray(self._embed(list(examples)), dtype=np.float32)
@@ -176,7 +203,7 @@ class RICES:
             raise ValueError(f"RICES k={self.k} needs at least {self.k} demonstrations in the pool, got {len(pool)}")
         return RetrievalIndex(list(pool), self.embed(pool))
 
-    def select(self, index: RetrievalIndex, queries: Sequence[Example]) -> list[list[Example]]:
+    def retrieve(self, index: RetrievalIndex, queries: Sequence[Example]) -> list[list[Example]]:
         """The k demonstrations of each query, ordered by `order`; ties break towards the earlier pool entry."""
         sims = self.embed(queries) @ index.vectors.T  # (queries, pool)
         picks = []
@@ -188,11 +215,7 @@ class RICES:
 
     # ------------------------------------------------------------------------------------------- answering
     def memory_for(self, adapter, demos: list[Example], instruction: str | None = None):
-        from emloc.engine.compress import FullContext
-
-        return FullContext(chunk_size=self.chunk_size, show_progress=self.show_progress).build(
-            adapter, demos, instruction
-        )
+        return FullContext(chunk_size=self.chunk_size, show_progress=False).build(adapter, demos, instruction)
 
     def answer(
         self,
@@ -207,7 +230,7 @@ class RICES:
 
         renderer = adapter.renderer(instruction)
         preds, chosen = [], []
-        for q, demos in zip(queries, self.select(index, queries)):
+        for q, demos in zip(queries, self.retrieve(index, queries)):
             memory = self.memory_for(adapter, demos, instruction)
             preds.append(answer(adapter, memory, renderer, [q], max_new_tokens)[0])
             chosen.append([d.uid for d in demos])

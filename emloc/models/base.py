@@ -2,7 +2,7 @@
 
 An adapter exposes a decoder as embed → positions → decoder layers → norm → lm_head, so the compressor can
 (1) run a chunk with a memory prefix, (2) keep the input of every layer, and (3) re-run the upper layers from
-a stored hidden state (the JS trials, method.md §3.2), all without forking modeling code. Families override
+a stored hidden state (the JS trials, docs/method.md §3.2), all without forking modeling code. Families override
 `embed`, `row_positions` and `rotary`; the rest is generic. Device and dtype are whatever the loaded model
 has: they come from the `backend` config, never from here.
 """

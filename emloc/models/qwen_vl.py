@@ -4,7 +4,7 @@ Image features (`get_image_features`) fill the `<|image_pad|>` slots and video f
 real temporal patches of 2 frames) the `<|video_pad|>` slots, both in row order. Positions are the model's own
 3-D M-RoPE ids (`get_rope_index`), computed per row on the row's real tokens, with the video tokens marked as
 video (mm type 2) so they get the model's temporal ids; an image or a video advances the text position by
-max(h, w) of its LLM grid rather than by its token count (method.md §3.4). The engine adds the memory's
+max(h, w) of its LLM grid rather than by its token count (docs/method.md §3.4). The engine adds the memory's
 uncompressed offset on top. Video pixels come from `emloc.models.processor` (no torchvision needed); this module
 does not decode or sample videos.
 """

@@ -247,25 +247,27 @@ def test_comparison_table_pairs_every_arm_with_full_context(tmp_path):
 
     for seed in (0, 1):
         for method in ("full_context", "emloc", "snapkv"):
-            runner.run(compose(["debug=tiny", "sweep_name=cmp", f"task.demo_seed={seed}", f"method={method}", "eval.fidelity_queries=4",
-                                "task.num_queries=8"], tmp_path))  # fmt: skip
+            runner.run(compose(["debug=tiny", "sweep_name=cmp", f"task.demo_seed={seed}", f"method={method}",
+                                "task.num_queries=24"], tmp_path))  # fmt: skip
     sweep = report.load_sweep(tmp_path, "cmp")
-    assert sweep.by == ["method"] and len(sweep.predictions) == 6 * 8
+    assert sweep.by == ["method"] and len(sweep.predictions) == 6 * 24
     assert sweep.predictions["scores"].map(len).eq(4).all()  # the synthetic task's 4 candidates, per query
     table = report.comparison_table(sweep)
     rows = dict(zip(table.frame["method"], table.frame["vs"]))
     assert rows == {"full context": "reference", "EMLoC, warm bisect search, answer rows only": "full context",
                     "SnapKV": "full context"}  # fmt: skip
     data = table.data.set_index(table.frame["method"])
-    assert data.loc["SnapKV", "paired_queries"] == 16 and 0 <= data.loc["SnapKV", "paired_agreement"] <= 1
+    assert data.loc["SnapKV", "paired_queries"] == 24 and 0 <= data.loc["SnapKV", "paired_agreement_diff"] <= 1
+    assert data.loc["SnapKV", "paired_seeds"] == 2 and len(data.loc["SnapKV", "paired_per_seed"].split(" / ")) == 2
     assert (
         data.loc["SnapKV", "paired_ci_low"] <= data.loc["SnapKV", "paired_diff"] <= data.loc["SnapKV", "paired_ci_high"]
     )
     assert "95 % CI" in table.notes and "[" in table.markdown()
     snap = sweep.runs[sweep.runs["method"] == "SnapKV"]  # against the full context: its own held-out JS, with a CI
-    assert data.loc["SnapKV", "paired_js_queries"] == 8
+    assert data.loc["SnapKV", "paired_js_queries"] == 8  # the synthetic task's 8 fidelity inputs: too few for a CI ...
     assert data.loc["SnapKV", "paired_js_diff"] == pytest.approx(snap["heldout_js"].mean())
-    assert data.loc["SnapKV", "paired_js_ci_low"] <= data.loc["SnapKV", "paired_js_diff"]
+    assert "8 common queries: no interval" in data.loc["SnapKV", "paired_js_note"]  # ... and the cell says so
+    assert "8 common queries: no interval" in table.markdown()
 
 
 def test_runs_outside_the_sweep_file_are_named_and_left_out(out, tmp_path):

@@ -30,7 +30,7 @@ def test_two_array_tasks_with_one_memory_key_compress_once(tmp_path):
         "task.num_shots=16",
         "task.num_queries=8",
         "method.chunk_size=2",
-        "eval.fidelity_queries=0",
+        "eval.fidelity=false",
         "eval.batch_size=4,8",  # two runs (two signatures), one memory key
         "hydra.launcher.cpus_per_task=1",
         "hydra.launcher.mem_gb=3",

@@ -15,7 +15,8 @@ from emloc.utils.storage import REPO
 
 ROOT = REPO
 PARTITION = os.environ.get("SLURM_CI_PARTITION", "debug")
-QUERIES = 640  # batched ranking answers ~4 queries/s: enough work that one 3-minute attempt cannot finish it
+SHOTS, QUERIES = 64, 640  # ~200 s of work on 2 idle cores (32 chunks ~55 s, 640 queries ~85 s, fidelity ~50 s): one
+# 3-minute attempt (<= 150 s of it before SIGUSR2) cannot finish it; 32 shots did, once batching got faster
 from tests.cluster.test_slurm import SKIP_REASON  # noqa: E402  (no sbatch, or no controller outside CI)
 
 pytestmark = [
@@ -73,13 +74,13 @@ def test_a_job_past_its_time_limit_is_requeued_and_resumes(tmp_path):
     """The real SmolLM2 on a run that outlives its 3-minute limit: SIGUSR2 → submitit checkpoint → requeue.
     The second attempt must take over the finished chunks / predictions, not recompute them, and every attempt
     writes to ONE W&B run (id = run signature, offline files) whose history has one row per chunk."""
-    # ~4-5 minutes of work (idle 2 cores) against <= 150 s per attempt (3-minute limit, SIGUSR2 30 s before, Slurm may
+    # ~200 s of work (idle 2 cores) against <= 150 s per attempt (3-minute limit, SIGUSR2 30 s before, Slurm may
     # signal up to 60 s early): at least one requeue; each attempt has room for the cold first chunk even on a busy node
     out = launch(
         tmp_path,
         "sweep_name=requeue",
         "logger=wandb_offline",
-        "task.num_shots=32",
+        f"task.num_shots={SHOTS}",
         f"task.num_queries={QUERIES}",
         "method.chunk_size=2",
         "eval.batch_size=4",
@@ -104,4 +105,4 @@ def test_a_job_past_its_time_limit_is_requeued_and_resumes(tmp_path):
     assert all(r["run"]["run_id"] == m["signature"] for rs in records for r in rs if r["type"] == "run")
     assert any(r["type"] == "preempting" for r in records[0]), "the interrupted attempt was not marked preempting"
     chunks = [h["compress/chunk"] for rs in records for h in history(rs) if "compress/chunk" in h]
-    assert chunks == list(range(32 // 2)), "one history row per chunk, across the attempts"
+    assert chunks == list(range(SHOTS // 2)), "one history row per chunk, across the attempts"

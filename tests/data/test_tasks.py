@@ -52,6 +52,34 @@ def test_split_is_disjoint_seeded_and_queries_ignore_shots() -> None:
     assert uids(task.split(10, 20, demo_seed=0, query_seed=7).queries) != uids(s1.queries)
 
 
+HELD = {"fidelity": 64, "tuning": 64, "certification": 64}
+
+
+def test_held_out_sets_are_disjoint_from_each_other_the_demos_and_the_queries(iso: Iso3166Task) -> None:
+    """The default task's three held-out sets (fidelity, tuning, certification): pairwise disjoint, disjoint from the
+    queries and from the demonstrations of every seed and shot count, class-balanced, and the same for every demo
+    seed (the crossed design: what certifies one seed certifies the others on the same inputs)."""
+    for shots in (64, 256):
+        for seed in (0, 1, 2):
+            s = iso.split(shots, 256, demo_seed=seed, held_out=HELD)
+            sets = {"demos": s.demos, "queries": s.queries, **s.held_out}
+            assert {k: len(v) for k, v in s.held_out.items()} == HELD
+            for a in sets:
+                for b in sets:
+                    if a < b:
+                        assert not set(uids(sets[a])) & set(uids(sets[b])), f"{a} overlaps {b}"
+            assert all(set(Counter(e.answer for e in v).values()) == {4} for v in s.held_out.values())  # 64 / 16
+            assert s.held_out == iso.split(8, 256, demo_seed=7, held_out=HELD).held_out
+    assert uids(iso.split(64, 256, 0, held_out=HELD).queries) == uids(iso.split(64, 256, 0).queries)
+
+
+def test_a_held_out_set_larger_than_what_is_left_is_one_line_naming_task_and_sizes() -> None:
+    with pytest.raises(ValueError) as err:
+        SyntheticTask().split(4, 20, demo_seed=0, held_out={"fidelity": 30, "tuning": 30})
+    assert str(err.value).startswith("task.heldout.tuning=30: task 'synthetic' has only 14 inputs left")
+    assert "\n" not in str(err.value)
+
+
 def test_split_errors_name_the_bad_value() -> None:
     task = SyntheticTask()
     with pytest.raises(ValueError, match="num_queries=65"):

@@ -79,7 +79,7 @@ def test_every_key_with_a_bad_value_is_one_line_naming_it(override, key, tmp_pat
 def test_the_battery_covers_the_groups_and_the_methods():
     keys = {k for _, k in typed_keys() + method_keys()}
     assert {"eval.batch_size", "task.num_shots", "model.seed", "logger.log_memory", "method.pool_kernel",
-            "method.js_threshold", "method.keep_ratio", "method.steps"} <= keys  # fmt: skip
+            "method.js_threshold", "method.keep_ratio", "method.max_trials"} <= keys  # fmt: skip
 
 
 RUN_TIME = [  # (overrides, what the line must name)
@@ -89,6 +89,9 @@ RUN_TIME = [  # (overrides, what the line must name)
     ("model.source=someorg/not-cached-here", "model.source=someorg/not-cached-here"),
     ("task=easy_vqa model=tiny_llama", "model.source=tiny:llama"),
     ("method=emloc method.pool_kernel=0", "method.pool_kernel=0"),
+    # a fidelity set larger than what the task has left: names the task and both sizes, before any model loads
+    ("debug=tiny task.heldout.fidelity=100", "task.heldout.fidelity=100: task 'synthetic' has only 60 inputs left"),
+    ("debug=tiny method=emloc_e2e method.probes=heldout task.heldout.tuning=2", "task.heldout.tuning=2"),
 ]
 
 

@@ -182,3 +182,36 @@ def test_held_out_fidelity_is_measured_for_compressed_memories_only(tmp_path):
     pruned = runner.run(compose(["debug=tiny"], tmp_path))
     assert full["heldout_js"] is None and not (tmp_path / "runs" / full["signature"] / "fidelity.json").exists()
     assert pruned["heldout_js"] >= 0 and (tmp_path / "runs" / pruned["signature"] / "fidelity.json").is_file()
+    fid = json.loads((tmp_path / "runs" / pruned["signature"] / "fidelity.json").read_text())
+    split = runner.plan(compose(["debug=tiny"], tmp_path))
+    assert fid["uids"] == [q.uid for q in split.fidelity_set] and len(fid["uids"]) == 8  # the task's fidelity set
+    assert not set(fid["uids"]) & {e.uid for e in split.demos + split.queries}
+    assert pruned["fidelity_inputs"] == 8 and pruned["heldout_js_upper"] >= pruned["heldout_js"]
+
+
+def test_a_bound_is_certified_on_inputs_that_did_not_choose_it_and_a_miss_is_recorded(tmp_path):
+    """EMLoC-E2E sizes its memory by δ with its tuning probes; the runner measures it on the certification set (disjoint
+    from the probes, the fidelity set, the demos and the queries) and records mean, upper bound and the verdict. The
+    same memory against a stricter target: the run finishes and records "bound not met", never "certified"."""
+    from dataclasses import replace
+
+    cfg = compose(["debug=tiny", "method=emloc_e2e", "method.js_threshold=0.05"], tmp_path)
+    m = runner.run(cfg)
+    assert m["certificate_target"] == 0.05 and m["certification_inputs"] == 8
+    assert m["certified_js_upper"] >= m["certified_js"] >= 0
+    assert m["certified"] == (m["certified_js_upper"] <= 0.05)
+    assert m["certificate"] == ("certified" if m["certified"] else "bound not met")
+    p = runner.plan(cfg)
+    chosen = {q.uid for q in p.probes}
+    certifying = {q.uid for q in p.certification_set}
+    assert chosen and not chosen & certifying and not certifying & {q.uid for q in p.fidelity_set}
+    from emloc.experiment.cache import build_memory
+    from emloc.models.loading import load
+
+    adapter = load(**cfg.model, device="cpu", dtype="float32", attn="sdpa")
+    memory, _ = build_memory(p.method, p.demos, p.task.instruction, adapter, tmp_path / "memories", probes=p.probes)
+    from emloc.experiment.record import certify
+
+    strict = certify(replace(p, method=replace(p.method, js_threshold=1e-9)), adapter, memory, tmp_path / "memories")
+    assert strict["certified_js"] == pytest.approx(m["certified_js"])  # the same memory, the same inputs
+    assert strict["certified"] is False and strict["certificate"] == "bound not met"

@@ -40,7 +40,7 @@ def test_signature_keeps_the_device_kind_only():
 
 
 def test_offline_run_is_the_signature_with_chunk_history_artifacts_and_provenance(tmp_path):
-    cfg = compose(["debug=tiny", "logger=wandb_offline", "logger.log_memory=true", "eval.fidelity_queries=0"], tmp_path)
+    cfg = compose(["debug=tiny", "logger=wandb_offline", "logger.log_memory=true", "eval.fidelity=false"], tmp_path)
     metrics = runner.run(cfg)
     folder = tmp_path / "runs" / metrics["signature"]
     [run_dir] = offline_runs(folder)
@@ -66,7 +66,7 @@ def test_offline_run_is_the_signature_with_chunk_history_artifacts_and_provenanc
     assert "provenance" in config and "versions" in json.dumps(config["provenance"])
     # a cache hit names the memory it used (W&B offline cannot record an artifact input)
     hit = runner.run(compose(["debug=tiny", "logger=wandb_offline", "logger.log_memory=true",
-                              "eval.fidelity_queries=0", "eval.max_new_tokens=4"], tmp_path))  # fmt: skip
+                              "eval.fidelity=false", "eval.max_new_tokens=4"], tmp_path))  # fmt: skip
     assert hit["memory_cached"] and hit["memory_key"] == metrics["memory_key"]
     records = wandb_records(offline_runs(tmp_path / "runs" / hit["signature"])[0])
     summary = {k: v for r in records if r["type"] == "summary" for k, v in _updates(r).items()}
@@ -87,7 +87,7 @@ def _updates(record: dict) -> dict:
 def test_a_preempted_attempt_and_its_requeue_write_one_run(tmp_path, monkeypatch):
     """SIGUSR2 during compression (submitit's handler: checkpoint, requeue, exit) marks the run preempting; the
     next attempt resumes the partial memory and continues the same W&B run: one history row per chunk in all."""
-    cfg = compose(["debug=tiny", "logger=wandb_offline", "eval.fidelity_queries=0", "task.num_shots=12"], tmp_path)
+    cfg = compose(["debug=tiny", "logger=wandb_offline", "eval.fidelity=false", "task.num_shots=12"], tmp_path)
     caught = []
 
     def submitit_handler(signum, frame):  # what submitit does on SIGUSR2: requeue, then sys.exit(-1)

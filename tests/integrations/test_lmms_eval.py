@@ -246,7 +246,7 @@ def test_rices_through_lmms_eval_matches_rices_evaluate(lmms):
     out = lmms(model, ["emloc_iso3166"], ROOT / "lmms_tasks", limit=6)  # the first 6 queries
     task_cfg, _ = compose_task("iso3166", ["task.num_queries=16"])
     task = instantiate(task_cfg.loader)
-    pool, queries = bridge_splits(task, 16, task_cfg.query_seed)
+    pool, queries = bridge_splits(task, 16, task_cfg.query_seed, dict(task_cfg.heldout))
     rows = rices.evaluate(rices.RICES(k=4, embedder="text"), model.adapter, task, pool, queries[:6])
     samples = sorted(out["samples"]["emloc_iso3166"], key=lambda s: s["doc_id"])
     losses = [[r[0] for r in s["filtered_resps"]] for s in samples]  # (loss, is_greedy) pairs (see compat)

@@ -63,7 +63,7 @@ def test_knobs_and_bad_values():
     assert EndToEnd().describe() == "EMLoC-E2E"
     assert EndToEnd(probes="self", teacher="local").describe() == "EMLoC-E2E (probes=self, teacher=local)"
     for kwargs, match in (({"probes": "all"}, "probes"), ({"teacher": "x"}, "teacher"),
-                          ({"allocation": "pyramid"}, "allocation"), ({"steps": 0}, "steps"),
+                          ({"allocation": "pyramid"}, "allocation"), ({"max_trials": 0}, "max_trials"),
                           ({"js_threshold": -1}, "js_threshold")):  # fmt: skip
         with pytest.raises(ValueError, match=match):
             EndToEnd(**kwargs)
@@ -71,13 +71,11 @@ def test_knobs_and_bad_values():
 
 @pytest.mark.parametrize("previous", [None, 0.45, 0.9, 0.05])
 def test_tau_search_finds_the_largest_passing_value_within_its_trials(previous):
-    method = EndToEnd(js_threshold=0.05, steps=5)
-    method._run = {"tau": previous}
+    method = EndToEnd(js_threshold=0.05, max_trials=5)
     calls = []
-    tau, value, trials = method._search(lambda t: calls.append(t) or t / 10)  # passes up to τ = 0.5
+    tau, value, trials = method._search(lambda t: calls.append(t) or t / 10, previous)  # passes up to τ = 0.5
     assert trials == len(calls) <= 5 and value == pytest.approx(tau / 10) and value <= 0.05
     assert 0.5 - tau < 0.1 and all(t > 0 for t in calls)  # never spends a trial on τ = 0 (the unpruned chunk)
-    method._run = {"tau": None}
     assert method._search(lambda t: 1.0)[0] == 0.0  # nothing passes: prune nothing
 
 

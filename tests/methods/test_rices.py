@@ -1,5 +1,7 @@
 """RICES: retrieval ranks the pool by cosine similarity (deterministic embedders) and answers end to end."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -36,12 +38,12 @@ def uids(examples) -> list[str]:
 def test_select_ranks_by_cosine_in_the_requested_order():
     pool = [ex(u) for u in ("d0", "d1", "d2", "d3", "d4")]
     first = RICES(k=3, embedder=table_embedder)
-    (picked,) = first.select(first.index(pool), [ex("q")])
+    (picked,) = first.retrieve(first.index(pool), [ex("q")])
     assert uids(picked) == ["d0", "d4", "d1"]  # d0 and d4 tie: the earlier pool entry first
     last = RICES(k=3, embedder=table_embedder, order="most_similar_last")
-    assert uids(last.select(last.index(pool), [ex("q")])[0]) == ["d1", "d4", "d0"]
+    assert uids(last.retrieve(last.index(pool), [ex("q")])[0]) == ["d1", "d4", "d0"]
     # a query that is itself in the pool never retrieves itself
-    assert uids(first.select(first.index(pool), [ex("d0")])[0]) == ["d4", "d1", "d2"]
+    assert uids(first.retrieve(first.index(pool), [ex("d0")])[0]) == ["d4", "d1", "d2"]
 
 
 def test_bad_inputs_fail_with_the_value_named():
@@ -62,7 +64,7 @@ def test_default_embedders_find_the_same_colour_and_the_shared_words():
         for i in range(8)
     ]
     by_image = RICES(k=2, embedder="image")
-    (picked,) = by_image.select(by_image.index(pool), [ex("q", images=(colour_image(2),))])
+    (picked,) = by_image.retrieve(by_image.index(pool), [ex("q", images=(colour_image(2),))])
     assert [e.answer for e in picked] == ["blue", "blue"]
     texts = [
         ex("t0", question="the capital of France"),
@@ -70,8 +72,8 @@ def test_default_embedders_find_the_same_colour_and_the_shared_words():
         ex("t2", question="which river flows through Paris in France"),
     ]
     by_text = RICES(k=1, embedder="text")
-    assert uids(by_text.select(by_text.index(texts), [ex("q", question="a big red square")])[0]) == ["t1"]
-    assert uids(by_text.select(by_text.index(texts), [ex("q", question="a river flows through Paris")])[0]) == ["t2"]
+    assert uids(by_text.retrieve(by_text.index(texts), [ex("q", question="a big red square")])[0]) == ["t1"]
+    assert uids(by_text.retrieve(by_text.index(texts), [ex("q", question="a river flows through Paris")])[0]) == ["t2"]
 
 
 def test_rices_answers_each_query_against_its_own_retrieved_context(llama):
@@ -90,3 +92,20 @@ def test_rices_answers_each_query_against_its_own_retrieved_context(llama):
         memory = FullContext(show_progress=False).build(llama, demos, task.instruction)
         assert row["prediction"] == answer(llama, memory, renderer, [query], 4)[0]
         assert row["correct"] == task.score(query, row["prediction"])
+
+
+def test_rices_is_a_method_option_of_the_runner(tmp_path):
+    """`method=rices` through the runner: the run's demonstrations are the pool, each query is answered against its
+    own k (the same predictions as `rices.evaluate` on that pool), and the run is recorded as RICES."""
+    from emloc.experiment import runner
+    from emloc.models.loading import load
+    from tests.conftest import compose
+
+    cfg = compose(["debug=tiny", "method=rices", "method.k=3", "method.embedder=text", "task.num_queries=6"], tmp_path)
+    metrics = runner.run(cfg)
+    assert metrics["method"] == "rices" and metrics["method_label"] == "RICES, k = 3" and not metrics["compresses"]
+    p = runner.plan(cfg)
+    rows = [json.loads(r) for r in (tmp_path / "runs" / metrics["signature"] / "predictions.jsonl").read_text().splitlines()]
+    adapter = load(**cfg.model, device="cpu", dtype="float32", attn="sdpa")
+    expect = rices.evaluate(RICES(k=3, embedder="text"), adapter, p.task, p.demos, p.queries, 8)
+    assert [r["prediction"] for r in rows] == [r["prediction"] for r in expect]

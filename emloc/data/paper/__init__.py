@@ -9,7 +9,7 @@
 | `ScreenSpotRECTask` | HF `rootsautomation/ScreenSpot`, test | 100-doc pool | the rest | centre of the predicted box inside the target (or IoU / ACC@t) |
 | `YouCook2Task` | HF `lmms-lab/YouCook2`, val + the extracted videos | 100-doc pool | the rest | ROUGE-L (per caption) |
 
-Split protocol (method.md §7): for every task but ImageNet the reference carves a demonstration pool of 100
+Split protocol (docs/method.md §5): for every task but ImageNet the reference carves a demonstration pool of 100
 documents out of the evaluated split, `random.Random(42).sample(range(N), 100)` in sampled order, and evaluates
 the remaining N - 100 in index order; `load()` returns exactly (pool, rest). Demonstrations are then drawn from
 the pool by `Task.split` with `demo_seed` (the paper uses 42, which reproduces the reference's

@@ -2,7 +2,7 @@
 
 ImageNet100 is read from a local ImageNet-1k folder and the paper's two JSON lists; the three others are
 `HFPaperTask`s (100-document demo pool carved from the evaluated split with seed 42, the rest are queries).
-Prompts and answer formats follow the reference's task definitions (method.md §7); scoring is per query.
+Prompts and answer formats follow the reference's task definitions (docs/method.md §5); scoring is per query.
 """
 
 from __future__ import annotations
@@ -90,14 +90,16 @@ class ImageNet100Task(Task):
             self._loaded = self._read(self.train_list, "train"), self._read(self.val_list, "val")
         return self._loaded
 
-    def split(self, num_shots: int, num_queries: int | None, demo_seed: int, query_seed: int = 1234) -> Split:
+    def split(self, num_shots: int, num_queries: int | None, demo_seed: int, query_seed: int = 1234,
+              held_out: dict[str, int] | None = None) -> Split:  # fmt: skip
         if self.demo_order == "sample":
-            return super().split(num_shots, num_queries, demo_seed, query_seed)
-        base = super().split(0, num_queries, demo_seed, query_seed)
-        pool = self.load()[0]
+            return super().split(num_shots, num_queries, demo_seed, query_seed, held_out)
+        base = super().split(0, num_queries, demo_seed, query_seed, held_out)
+        kept = {e.uid for v in base.held_out.values() for e in v}
+        pool = [e for e in self.load()[0] if e.uid not in kept]  # the paper's file order, held-out inputs taken out
         if num_shots > len(pool):
             raise ValueError(f"num_shots={num_shots} exceeds the {len(pool)} demonstrations of task {self.name!r}")
-        return Split(demos=pool[:num_shots], queries=base.queries)
+        return Split(demos=pool[:num_shots], queries=base.queries, held_out=base.held_out)
 
 
 @dataclass

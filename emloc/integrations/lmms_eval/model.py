@@ -380,7 +380,7 @@ class EMLoCLMM(lmms):
                 candidates.append(cont[len(delim) :] if delim and cont.startswith(delim) else cont)
             memory = state.memory
             if state.index is not None:
-                (demos,) = state.method.select(state.index, [query])
+                (demos,) = state.method.retrieve(state.index, [query])
                 memory = state.method.memory_for(self.adapter, demos, state.instruction)
             scores = loglikelihood(self.adapter, memory, state.renderer, query, candidates)
             greedy = [False] * len(candidates)

@@ -40,12 +40,14 @@ def compose_task(task: str, overrides: list[str] | tuple[str, ...] = (), config_
     return cfg.task, cfg.eval
 
 
-def bridge_splits(task: Task, num_queries: int | None, query_seed: int) -> tuple[list[Example], list[Example]]:
+def bridge_splits(task: Task, num_queries: int | None, query_seed: int,
+                  held_out: dict[str, int] | None = None) -> tuple[list[Example], list[Example]]:  # fmt: skip
     """(demonstration pool, queries) as the runner draws them: the queries of `task.split` (which never depend on
-    shots or demo seed) and the demo candidates that are not queries, in the task's order."""
-    queries = task.split(0, num_queries, 0, query_seed).queries
-    taken = {q.uid for q in queries}
-    return [d for d in task.load()[0] if d.uid not in taken], queries
+    shots or demo seed) and the demo candidates that are neither queries nor held-out inputs (`task.heldout`), in
+    the task's order."""
+    split = task.split(0, num_queries, 0, query_seed, held_out)
+    taken = {q.uid for q in split.queries} | {e.uid for v in split.held_out.values() for e in v}
+    return [d for d in task.load()[0] if d.uid not in taken], split.queries
 
 
 def _question(doc: dict) -> str:
@@ -75,7 +77,9 @@ class EmlocTask(ConfigurableTask):
             )
         task_cfg, eval_cfg = compose_task(spec["task"], list(spec.get("overrides") or []), spec.get("config_dir"))
         self.emloc_task = instantiate(task_cfg.loader)
-        pool, queries = bridge_splits(self.emloc_task, task_cfg.num_queries, task_cfg.query_seed)
+        pool, queries = bridge_splits(
+            self.emloc_task, task_cfg.num_queries, task_cfg.query_seed, dict(task_cfg.get("heldout") or {})
+        )
         self.emloc_splits = {"fewshot": pool, "test": queries}
         self.emloc_examples = {e.uid: e for e in pool + queries}
         self.multiple_choice = all(q.choices for q in queries)
