@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator
 
 from emloc.analysis import layer_figures
 from emloc.analysis.frame import PARAM_LABELS, Sweep, SweepError, fmt_value, point_label
+from emloc.analysis.frontier import frontier_figure
 from emloc.analysis.pareto import pareto_figure
 from emloc.analysis.plotting import ERR_TEXT, MARKERS, STYLE, legend_below, n_text, save, style, suptitle, yerr
 from emloc.analysis.stats import aggregate
@@ -37,6 +38,7 @@ KINDS = {
     "cost_pareto": "cost_vs_accuracy_pareto",
     "drift": "heldout_js_drift",
     "pareto_front": "accuracy_retention_pareto",
+    "frontier": "fidelity_retention_frontier",
 }
 
 
@@ -65,7 +67,7 @@ def applicable(sweep: Sweep) -> list[str]:
     if sweep.runs["compresses"].any():  # a memory that is not pruned has nothing to show per layer
         kinds += ["kept_heatmap", "js_per_layer", "token_kinds"]
         if sweep.fidelity is not None and not sweep.fidelity.empty:
-            kinds.append("drift")
+            kinds += ["drift", "frontier"]
     return kinds
 
 
@@ -229,6 +231,7 @@ def cost_pareto(sweep: Sweep, err: str) -> Figure:
 
 
 DRAW = {
+    "frontier": frontier_figure,
     "accuracy_vs_shots": accuracy_vs_shots,
     "accuracy_vs_param": accuracy_vs_param,
     "kept_heatmap": layer_figures.kept_heatmap,

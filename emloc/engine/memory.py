@@ -74,7 +74,9 @@ class ChunkRecord:
     tokens_by_kind: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     trials: int = 0
-    rungs: list[int] = field(default_factory=list)  # per layer: rung taken on the keep-ratio ladder (len = kept in full)
+    rungs: list[int] = field(
+        default_factory=list
+    )  # per layer: rung taken on the keep-ratio ladder (len = kept in full)
     extent: int | None = None  # positions the chunk spans (None in memories saved before it was recorded: tokens)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from emloc.analysis import figures, grid, loading
 from emloc.analysis.frame import METRICS, SEED, Sweep, SweepError, point_label, t975
+from emloc.analysis.frontier import frontier_table
 from emloc.analysis.loading import frame_of_fetched, load_runs, load_wandb_offline, read_wandb_run
 from emloc.analysis.power import power_table
 from emloc.analysis.stats import aggregate, paired
@@ -44,6 +45,7 @@ __all__ = [
     "aggregate",
     "comparison_table",
     "figure",
+    "frontier_table",
     "load_runs",
     "load_sweep",
     "load_wandb_api",
@@ -67,8 +69,8 @@ FIGURES = {  # sweep file stem → its figures (a sweep of another stem gets eve
     "ablate_chunk_size": ["accuracy_vs_param", "kept_heatmap", "js_per_layer", "cost_pareto"],
     "ablate_shots": ["accuracy_vs_shots", "cost_pareto", "kept_heatmap"],
     "ablate_keep_ratios": ["accuracy_vs_param", "kept_heatmap", "token_kinds", "cost_pareto"],
-    "pruning_strategies": ["cost_pareto", "token_kinds", "kept_heatmap", "js_per_layer", "drift"],
-    "e2e_targets": ["drift", "cost_pareto", "kept_heatmap", "js_per_layer"],
+    "pruning_strategies": ["cost_pareto", "frontier", "token_kinds", "kept_heatmap", "js_per_layer", "drift"],
+    "e2e_targets": ["drift", "frontier", "cost_pareto", "kept_heatmap", "js_per_layer"],
     "optuna_emloc": ["pareto_front", "kept_heatmap", "js_per_layer"],
 }
 
@@ -189,7 +191,7 @@ def products(sweep: Sweep) -> tuple[list, list[str]]:
         tables.append(matched_retention_table if sweep.stem == "pruning_strategies" else comparison_table)
         if "match_retention_of" in sweep.runs and sweep.runs["match_retention_of"].notna().any():
             tables.append(matched_comparison_table)
-        tables.append(power_table)
+        tables += [frontier_table, power_table]
     return tables, FIGURES.get(sweep.stem) or figures.applicable(sweep)
 
 

@@ -188,7 +188,9 @@ class RICES(FullContext):
             self._index = (ids, self.index(demos))
         out = []
         for q, picked in zip(queries, self.retrieve(self._index[1], queries)):
-            out += respond(adapter, self.memory_for(adapter, picked, renderer.instruction), renderer, [q], max_new_tokens)
+            out += respond(
+                adapter, self.memory_for(adapter, picked, renderer.instruction), renderer, [q], max_new_tokens
+            )
         return out
 
     # ------------------------------------------------------------------------------------------- retrieval

@@ -105,7 +105,9 @@ def test_rices_is_a_method_option_of_the_runner(tmp_path):
     metrics = runner.run(cfg)
     assert metrics["method"] == "rices" and metrics["method_label"] == "RICES, k = 3" and not metrics["compresses"]
     p = runner.plan(cfg)
-    rows = [json.loads(r) for r in (tmp_path / "runs" / metrics["signature"] / "predictions.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(r) for r in (tmp_path / "runs" / metrics["signature"] / "predictions.jsonl").read_text().splitlines()
+    ]
     adapter = load(**cfg.model, device="cpu", dtype="float32", attn="sdpa")
     expect = rices.evaluate(RICES(k=3, embedder="text"), adapter, p.task, p.demos, p.queries, 8)
     assert [r["prediction"] for r in rows] == [r["prediction"] for r in expect]
