@@ -50,8 +50,8 @@ def _row(metrics: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     # W&B media entries (dicts, e.g. memory/per_layer) and internal keys are not run metrics
     scalars = {k: v for k, v in metrics.items() if not k.startswith("_") and not isinstance(v, (dict, list))}
     row = {**_flatten(cfg), **scalars}
-    row["method_option"] = scalars.get("method_option", scalars.get("method"))
-    row["method"] = scalars.get("method_label", scalars.get("method"))  # the label is what tables show
+    row["method_option"] = scalars.get("method_option", scalars.get("method"))  # `method`: runs before 2026-12-06
+    row["method"] = scalars.get("method_label", scalars.get("method"))  # the frame's `method` column: the label
     if "num_shots" in scalars and "task.num_shots" in row:  # what ran: zero-shot runs with 0 shots whatever was asked
         row["task.num_shots"] = scalars["num_shots"]
     return row

@@ -141,8 +141,10 @@ class Compressor:
         return None
 
     def card(self) -> dict[str, Any]:
-        """The contract as recorded with every run (`metrics.json`), so analysis never imports a method class."""
-        return {"method": self.option, "method_label": self.describe(), "uses_demos": self.uses_demos,
+        """The contract as recorded with every run (`metrics.json`), so analysis never imports a method class. One name
+        per concept: `method_option` is the `conf/method/<option>.yaml` a run was composed with (the runner records
+        the one chosen, e.g. `snapkv_protect`; this is the class's own), `method_label` what tables and figures show."""
+        return {"method_option": self.option, "method_label": self.describe(), "uses_demos": self.uses_demos,
                 "compresses": self.compresses, "searches": self.searches}  # fmt: skip
 
     def validate_demos(self, demos: list[Example]) -> None:

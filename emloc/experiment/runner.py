@@ -130,7 +130,7 @@ def method_option(cfg: DictConfig, method: Compressor) -> str:
 
 def summary_table(m: dict[str, Any]) -> str:
     keys = (
-        "method",
+        "method_label",
         "task",
         "num_shots",
         "accuracy",

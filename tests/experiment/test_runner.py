@@ -46,7 +46,8 @@ def test_debug_run_writes_a_complete_run_folder(model, extra, tmp_path):
         "compress_seconds",
         "query_seconds_mean",
         "peak_rss_mb",
-        "method",
+        "method_option",
+        "method_label",
         "model",
         "task",
     ):

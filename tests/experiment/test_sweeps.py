@@ -75,8 +75,8 @@ def test_matched_retention_comes_from_the_reference_run_of_the_same_point(tmp_pa
             "method.chunk_size=2", "sweep_name=match_test", f"hydra.sweep.dir={tmp_path}/sweep"]  # fmt: skip
     run_py(*args, output_dir=tmp_path)
     runs = [json.loads(p.read_text()) for p in tmp_path.glob("runs/*/metrics.json")]
-    emloc = {r["signature"]: r for r in runs if r["method"] == "emloc"}
-    snap = [r for r in runs if r["method"] == "snapkv"]
+    emloc = {r["signature"]: r for r in runs if r["method_option"] == "emloc"}
+    snap = [r for r in runs if r["method_option"] == "snapkv"]
     assert len(emloc) == 2 and len(snap) == 2
     for r in snap:  # each seed's SnapKV kept the retention of that seed's EMLoC run
         ref = emloc[r["matched_to"]]

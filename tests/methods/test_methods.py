@@ -23,7 +23,8 @@ def test_card_matches_the_config_tree(option):
     assert (conf_dir() / "method" / f"{method.option}.yaml").is_file()
     assert method.describe().startswith(method.label) and method.label
     card = method.card()
-    assert card["method"] == method.option and card["method_label"] == method.describe()
+    assert card["method_option"] == method.option and card["method_label"] == method.describe()
+    assert "method" not in card  # one name per concept: the option and the label, never a bare `method`
     assert method.searches <= method.compresses  # a search prunes
     assert method.lossless is None or method.uses_demos is not False
     assert getattr(emloc, type(method).__name__) is type(method)  # exported: `from emloc import <Class>`

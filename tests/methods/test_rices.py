@@ -103,7 +103,9 @@ def test_rices_is_a_method_option_of_the_runner(tmp_path):
 
     cfg = compose(["debug=tiny", "method=rices", "method.k=3", "method.embedder=text", "task.num_queries=6"], tmp_path)
     metrics = runner.run(cfg)
-    assert metrics["method"] == "rices" and metrics["method_label"] == "RICES, k = 3" and not metrics["compresses"]
+    assert (
+        metrics["method_option"] == "rices" and metrics["method_label"] == "RICES, k = 3" and not metrics["compresses"]
+    )
     p = runner.plan(cfg)
     rows = [
         json.loads(r) for r in (tmp_path / "runs" / metrics["signature"] / "predictions.jsonl").read_text().splitlines()
