@@ -15,9 +15,9 @@
 set -uo pipefail
 
 FIRST="main_table"
-# seconds on 1 thread each, two lanes on 2 otherwise idle cores (CI, 2026-12-03): main_table 289 | ablate_shots 371,
-# pruning_strategies 648, ablate_js_threshold 258, ablate_keep_ratios 386 | ablate_chunk_size 752, e2e_targets ~1000
-# -> ~35 min in all (e2e_targets now also runs the 3 fast-EMLoC points: ~+150 s)
+# seconds on 1 thread each, two lanes on 2 otherwise idle cores (CI, 2026-12-06, 16-input held-out sets): main_table
+# 130 | ablate_shots 130, pruning_strategies 210, ablate_js_threshold 89, ablate_keep_ratios 120 | ablate_chunk_size
+# 253, e2e_targets 399 -> ~13 min in all (with the default 64-input sets: ~35 min, e2e_targets alone 1,610 s)
 LANE_A="ablate_shots pruning_strategies ablate_js_threshold ablate_keep_ratios"
 LANE_B="ablate_chunk_size e2e_targets"
 
