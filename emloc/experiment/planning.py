@@ -49,9 +49,8 @@ def plan(cfg: DictConfig, origin: matching.Origin | None = None) -> Plan:
     from emloc.data.video import validate_media  # every image file exists and every video decodes, before a model
 
     fidelity_set = split.held_out.get("fidelity", []) if cfg.eval.get("fidelity", True) else []
-    validate_media(split.demos + split.queries + tuning[:wanted] + fidelity_set)
     certification = split.held_out.get("certification", []) if method.bound() is not None else []
-    validate_media(certification)
+    validate_media(split.demos + split.queries + tuning[:wanted] + fidelity_set + certification)
     return Plan(
         cfg, method, task, split.demos, split.queries, sig, matched, tuning[:wanted], fidelity_set, certification
     )

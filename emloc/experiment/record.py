@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,29 +39,37 @@ class Started:
     provenance: dict[str, Any]
 
 
-def fidelity(p: Plan, adapter, memory: TaskMemory, cache_dir: Path) -> Fidelity | None:
+def full_context(p: Plan, adapter, cache_dir: Path) -> TaskMemory | None:
+    """The uncompressed memory of the run's demonstrations (from the memory cache), the reference of held-out JS and
+    of a certificate; None when the run measures neither (no demonstrations, nothing compressed, no inputs)."""
+    if not p.method.uses_demos or not p.method.compresses:
+        return None
+    if not p.fidelity_set and (p.method.bound() is None or not p.certification_set):
+        return None
+    return build_memory(FullContext(show_progress=False), p.demos, p.task.instruction, adapter, cache_dir)[0]
+
+
+def fidelity(p: Plan, adapter, memory: TaskMemory, full: TaskMemory | None) -> Fidelity | None:
     """The memory's divergence from the full context on the task's fidelity set (`task.heldout.fidelity` inputs that
     are neither demonstrations, queries nor anything a method may look at; `emloc.engine.fidelity`); None when off,
     without demonstrations, or for a method that keeps every entry (its memory is the full context: zero by the
-    lossless invariant, tested in tests/engine/test_fidelity.py). The full-context memory comes from the same cache."""
-    if not p.fidelity_set or not p.method.uses_demos or not p.method.compresses:
+    lossless invariant, tested in tests/engine/test_fidelity.py). `full`: `full_context`."""
+    if not p.fidelity_set or full is None:
         return None
-    full, _ = build_memory(FullContext(show_progress=False), p.demos, p.task.instruction, adapter, cache_dir)
     per_layer = bool(p.cfg.eval.get("fidelity_layers", False))
     return measure(adapter, memory, full, adapter.renderer(p.task.instruction), p.fidelity_set, per_layer=per_layer)
 
 
-def certify(p: Plan, adapter, memory: TaskMemory, cache_dir: Path) -> dict[str, Any]:
+def certify(p: Plan, adapter, memory: TaskMemory, full: TaskMemory | None) -> dict[str, Any]:
     """A method's bound (`Compressor.bound`) checked out of sample: next-token JS to the full context on the task's
     certification set (inputs neither the method, the queries nor the fidelity measurement ever see), its mean and
     one-sided 95 % upper bound; `certified` only when that upper bound is at most the target. A miss is recorded,
-    never claimed. Empty for a method without a bound."""
+    never claimed. Empty for a method without a bound. `full`: `full_context`."""
     target = p.method.bound()
-    if target is None or not p.method.uses_demos or not p.method.compresses:
+    if target is None or full is None:
         return {}
     if not p.certification_set:
         return {"certificate_target": target, "certified": False, "certificate": "no certification set"}
-    full, _ = build_memory(FullContext(show_progress=False), p.demos, p.task.instruction, adapter, cache_dir)
     js = divergence(adapter, memory, full, adapter.renderer(p.task.instruction), p.certification_set)
     upper = upper_bound(js)
     verdict = "certified" if upper <= target else "bound not met"
@@ -75,12 +84,8 @@ def upper_bound(values: list[float], level: float = 0.95) -> float:
     seeds, `emloc.analysis.stats.crossed` gives the bound that also carries the seed level."""
     from scipy import stats
 
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean
-    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
-    return mean + float(stats.t.ppf(level, n - 1)) * sd / n**0.5
+    n, mean = len(values), statistics.fmean(values)
+    return mean if n < 2 else mean + float(stats.t.ppf(level, n - 1)) * statistics.stdev(values) / n**0.5
 
 
 def record(r: Started, adapter, memory: TaskMemory, built: dict[str, Any], rows: list[dict], resumed: int,
@@ -89,7 +94,8 @@ def record(r: Started, adapter, memory: TaskMemory, built: dict[str, Any], rows:
     p, folder, cfg = r.plan, r.folder, r.plan.cfg
     cache = Path(cfg.paths.memory_cache_dir)
     start = time.perf_counter()
-    measured = fidelity(p, adapter, memory, cache)
+    full = full_context(p, adapter, cache)  # loaded once for both measurements
+    measured = fidelity(p, adapter, memory, full)
     if measured is not None:
         folder.write_json("fidelity.json", {**vars(measured), "uids": [q.uid for q in p.fidelity_set]})
     js = [v for c in memory.chunks for v in c.js if v is not None]
@@ -104,7 +110,7 @@ def record(r: Started, adapter, memory: TaskMemory, built: dict[str, Any], rows:
         "heldout_js_upper": upper_bound(measured.per_query) if measured is not None else None,
         "fidelity_inputs": len(measured.per_query) if measured is not None else 0,
         "fidelity_seconds": time.perf_counter() - start if measured is not None else None,
-        **certify(p, adapter, memory, cache),
+        **certify(p, adapter, memory, full),
         "matched_retention": p.matched[0] if p.matched else None,
         "matched_to": p.matched[1] if p.matched else None,
         **built,

@@ -211,8 +211,9 @@ def test_a_bound_is_certified_on_inputs_that_did_not_choose_it_and_a_miss_is_rec
 
     adapter = load(**cfg.model, device="cpu", dtype="float32", attn="sdpa")
     memory, _ = build_memory(p.method, p.demos, p.task.instruction, adapter, tmp_path / "memories", probes=p.probes)
-    from emloc.experiment.record import certify
+    from emloc.experiment.record import certify, full_context
 
-    strict = certify(replace(p, method=replace(p.method, js_threshold=1e-9)), adapter, memory, tmp_path / "memories")
+    strict_plan = replace(p, method=replace(p.method, js_threshold=1e-9))
+    strict = certify(strict_plan, adapter, memory, full_context(strict_plan, adapter, tmp_path / "memories"))
     assert strict["certified_js"] == pytest.approx(m["certified_js"])  # the same memory, the same inputs
     assert strict["certified"] is False and strict["certificate"] == "bound not met"
