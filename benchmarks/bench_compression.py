@@ -1,14 +1,15 @@
 """Compression and query cost of the compressing methods against full context, measured in one run on the packaged
 SmolLM2 (the embedded ISO 3166-2 task, demo seed 0).
 
-    python benchmarks/bench_compression.py [--shots 16 64 128 256] [--queries 32] [--methods emloc emloc_e2e]
+    python benchmarks/bench_compression.py [--shots 64 128 256] [--queries 32] [--methods emloc_global emloc]
                                            [KEY=VALUE ...]
 
-Per shot count, one prefill of the demonstrations (the full context) and zero-shot are measured once; then per
-method (a `conf/method/<option>.yaml`, composed like the runner does, `KEY=VALUE` overriding its parameters):
-context and memory tokens, compression seconds and compression / prefill, divergence trials, per-query latency
-(and full / method, method / zero-shot), peak RSS growth during compression, and the held-out JS divergence to the
-full context (next token after each query prompt, `emloc.engine.fidelity`) of the method and of SnapKV at the method's
+Per shot count, one prefill of the demonstrations (the full context, its peak RSS growth) and zero-shot are
+measured once; then per method (a `conf/method/<option>.yaml`, composed like the runner does, `KEY=VALUE` overriding
+its parameters; a method that looks at held-out tuning inputs gets the task's): context and memory tokens, the
+memory's bytes over the full context's, compression seconds and compression / prefill, divergence trials, per-query
+latency (full / method, method / zero-shot), peak RSS growth during compression next to the prefill's, and the
+held-out JS divergence to the full context (next token after each query prompt, `emloc.engine.fidelity`) of the method and of SnapKV at the method's
 retention. Every ratio is against a baseline measured in the same process on the same inputs; nothing here asserts
 a speed. Run it on an otherwise idle machine: a timing next to another job is not a measurement.
 """
@@ -79,25 +80,30 @@ def heldout_js(adapter, memory, reference: torch.Tensor, renderer, queries) -> f
 
 @torch.no_grad()
 def bench(adapter, task, shots: int, num_queries: int, methods: list[str], overrides: list[str]) -> list[dict]:
-    split = task.split(shots, num_queries, demo_seed=0)
+    split = task.split(shots, num_queries, demo_seed=0, held_out={"tuning": 64})
     r = adapter.renderer(task.instruction)
-    full, prefill = timed(lambda: FullContext(show_progress=False).build(adapter, split.demos, task.instruction))
+    with PeakRSS() as full_rss:
+        full, prefill = timed(lambda: FullContext(show_progress=False).build(adapter, split.demos, task.instruction))
     zero = ZeroShot(show_progress=False).build(adapter, [], task.instruction)
     reference = answer_logits(adapter, full.prefix(), full.position_offset, r, split.queries)
     q_zero, q_full = per_query_ms(adapter, zero, r, split.queries), per_query_ms(adapter, full, r, split.queries)
     rows = []
     for option in methods:
         method = method_of(option, overrides)
+        probes = split.held_out["tuning"][: method.heldout_count()]
         with PeakRSS() as rss:
-            memory, compress = timed(lambda m=method: m.build(adapter, split.demos, task.instruction))
-        snap = SnapKV(keep_ratio=memory.retention, chunk_size=method.chunk_size, show_progress=False)
+            memory, compress = timed(
+                lambda m=method, p=probes: m.build(adapter, split.demos, task.instruction, probes=p)
+            )
+        snap = SnapKV(keep_ratio=memory.retention, chunk_size=method.chunk_size or 4, show_progress=False)
         snap_memory = snap.build(adapter, split.demos, task.instruction)
         q_method = per_query_ms(adapter, memory, r, split.queries)
         rows.append({
             "shots": shots, "method": option, "ctx": memory.num_source_tokens, "mem": memory.memory_tokens,
-            "keep": memory.retention, "compress_s": compress, "prefill_s": prefill, "comp_pre": compress / prefill,
+            "keep": memory.retention, "bytes": memory.nbytes() / full.nbytes(), "compress_s": compress, "prefill_s": prefill, "comp_pre": compress / prefill,
             "trials": sum(c.trials for c in memory.chunks), "q_zero_ms": q_zero, "q_full_ms": q_full,
             "q_ms": q_method, "full_over": q_full / q_method, "over_zero": q_method / q_zero, "rss_mb": rss.mb,
+            "rss_full_mb": full_rss.mb,
             "js": heldout_js(adapter, memory, reference, r, split.queries),
             "js_snapkv": heldout_js(adapter, snap_memory, reference, r, split.queries),
         })  # fmt: skip
@@ -105,16 +111,18 @@ def bench(adapter, task, shots: int, num_queries: int, methods: list[str], overr
 
 
 COLUMNS = (("shots", 5, "d"), ("method", 12, "s"), ("ctx", 6, "d"), ("mem", 7, ".1f"), ("keep", 5, ".2f"),
-           ("compress_s", 10, ".1f"), ("prefill_s", 9, ".2f"), ("comp_pre", 8, ".1f"), ("trials", 6, "d"),
+           ("bytes", 5, ".2f"), ("compress_s", 10, ".1f"), ("prefill_s", 9, ".2f"), ("comp_pre", 8, ".1f"), ("trials", 6, "d"),
            ("q_zero_ms", 9, ".0f"), ("q_full_ms", 9, ".0f"), ("q_ms", 6, ".0f"), ("full_over", 9, ".2f"),
-           ("over_zero", 9, ".2f"), ("rss_mb", 6, ".0f"), ("js", 7, ".4f"), ("js_snapkv", 9, ".4f"))  # fmt: skip
+           ("over_zero", 9, ".2f"), ("rss_mb", 6, ".0f"), ("rss_full_mb", 11, ".0f"), ("js", 7, ".4f"), ("js_snapkv", 9, ".4f"))  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shots", type=int, nargs="+", default=[16, 64, 128, 256])
+    ap.add_argument("--shots", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--queries", type=int, default=32)
-    ap.add_argument("--methods", nargs="+", default=["emloc", "emloc_e2e"], help="conf/method options")
+    ap.add_argument(
+        "--methods", nargs="+", default=["emloc_global", "kvzip_published", "emloc"], help="conf/method options"
+    )
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="method parameters, e.g. warm_search=path")
     args = ap.parse_args()

@@ -22,8 +22,10 @@ def grid_columns(df: pd.DataFrame, axes: list[str] | None) -> list[str]:
         by = [k for k in axes if k != SEED]
     else:
         by = [c for c in df.columns if "." in c and c != SEED and df[c].astype(str).nunique() > 1]
-        if df["method"].nunique() > 1:  # the method's own fields vary with it: group by its label only
-            by = ["method"] + [k for k in by if not k.startswith("method.")]
+        if df["method"].nunique() > 1:  # the method's own fields vary with it: its label, and the knobs that vary
+            within = [k for k in by if k.startswith("method.") and (df.groupby("method")[k].nunique() > 1).any()]
+            by = ["method"] + [k for k in by if not k.startswith("method.")] + within  # within one method
+    by = [k for k in by if k in df or not k.startswith("method.")]  # a method's own knob: absent until it has a run
     lacking = [k for k in by if k not in df]
     if lacking:
         raise SweepError(f"the runs lack the grid column(s) {lacking} of sweep {df['sweep_name'].iloc[0]!r}")

@@ -112,8 +112,9 @@ def summary_table(sweep: Sweep) -> Table:
 
 def _reference_of(agg: pd.DataFrame, by: list[str], reference: str | None) -> dict[int, int]:
     """Row → the row of its reference arm: `reference` (a method label), else the arm that uses demonstrations
-    without compressing them (full context), at the same values of the other grid columns."""
-    others = [c for c in by if c != "method"]
+    without compressing them (full context), at the same values of the other grid columns (a method's own knobs,
+    `method.*`, are not the reference's: a keep-ratio grid is compared with the one full context of its point)."""
+    others = [c for c in by if c != "method" and not c.startswith("method.")]
     is_ref = agg["method"] == reference if reference else agg["uses_demos"] & ~agg["compresses"]
     out = {}
     for i, row in agg.iterrows():

@@ -29,6 +29,22 @@ from transformers.models.llama.modeling_llama import eager_attention_forward
 
 KV = tuple[torch.Tensor, torch.Tensor]
 
+
+@dataclass(frozen=True)
+class Ragged:
+    """One layer of a per-head memory (docs/method.md §8.1): KV head h keeps its own number of entries, `lengths[h]`.
+    Stored flat, with no padding: head h's keys are `keys[:, :, s_h : s_h + lengths[h]]` of one (1, 1, N, head_dim)
+    tensor, N = sum(lengths), s_h the sum of the lengths before it; values alike."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    lengths: tuple[int, ...]
+
+    def heads(self) -> list[KV]:
+        """Per KV head, (keys, values) each (1, 1, lengths[h], head_dim): views, no copy."""
+        return list(zip(self.keys.split(self.lengths, dim=2), self.values.split(self.lengths, dim=2)))
+
+
 BASES = {"sdpa": sdpa_attention_forward, "eager": eager_attention_forward}
 MASKS = {"sdpa": sdpa_mask, "eager": eager_mask}
 
@@ -40,7 +56,8 @@ class AttentionContext:
     Attributes
     ----------
     prefix : per layer, None, (keys, values) or a list of such pieces (joined in order: no caller has to copy a
-        memory to append a chunk to it); each (1, num_kv_heads, M_l, head_dim), broadcast over the batch.
+        memory to append a chunk to it); each (1, num_kv_heads, M_l, head_dim), broadcast over the batch. Or a
+        `Ragged` layer of a per-head memory (its heads attended one KV group at a time; never a piece of a list).
     prefix_bias : dict layer -> tensor, optional
         additive bias (1, num_heads | 1, 1, M_l) on the prefix columns; used to mask entries of a full-length
         memory (tests the equivalence of pruning and masking).
@@ -55,7 +72,7 @@ class AttentionContext:
         (num_kv_heads, M_l - score_start) summed over rows and batch; (bsz, num_kv_heads, k_len) per row.
     """
 
-    prefix: list[KV | list[KV | None] | None] | None = None
+    prefix: list[KV | Ragged | list[KV | None] | None] | None = None
     prefix_bias: dict[int, torch.Tensor] = field(default_factory=dict)
     score_rows: torch.Tensor | None = None
     score_start: list[int] | None = None
@@ -70,6 +87,10 @@ def _memory_attention(module, query, key, value, attention_mask, *, _base, emloc
     layer = module.layer_idx
     bsz, q_len = query.shape[0], query.shape[2]
     pre = emloc.prefix[layer] if emloc.prefix is not None else None
+    if isinstance(pre, Ragged):
+        if emloc.score_rows is not None:
+            raise NotImplementedError("attention scores over a per-head memory: score the full context instead")
+        return _per_head(module, query, key, value, attention_mask, pre, emloc.prefix_bias.get(layer), _base, kw)
     pieces = [] if pre is None else [pre] if isinstance(pre, tuple) else [p for p in pre if p is not None]
     m = sum(p[0].shape[-2] for p in pieces)
     if pieces:
@@ -84,6 +105,25 @@ def _memory_attention(module, query, key, value, attention_mask, *, _base, emloc
         start = emloc.score_start[layer] if emloc.score_start is not None else 0
         _accumulate_scores(emloc, layer, query, key, attention_mask, m, start, kw.get("scaling"))
     return _base(module, query, key, value, attention_mask, **kw)
+
+
+def _per_head(module, query, key, value, mask, pre: Ragged, bias, base, kw):
+    """Attention with a per-head memory: each KV head's group of query heads attends to [that head's entries | the
+    query's own keys], through the stock function (so SDPA's kernels and eager alike), and the groups' outputs are
+    joined along the heads. A prefix bias is for full-length memories (masking is what this replaces)."""
+    if bias is not None:
+        raise NotImplementedError("a prefix bias over a per-head memory")
+    bsz, q_len, num_kv = query.shape[0], query.shape[2], key.shape[1]
+    group, outs = query.shape[1] // num_kv, []
+    for h, (pk, pv) in enumerate(pre.heads()):
+        rows = slice(h * group, (h + 1) * group)
+        k = torch.cat([pk.to(key.dtype).expand(bsz, -1, -1, -1), key[:, h : h + 1]], dim=2)
+        v = torch.cat([pv.to(value.dtype).expand(bsz, -1, -1, -1), value[:, h : h + 1]], dim=2)
+        own = mask if mask.shape[1] == 1 else mask[:, rows]
+        block = torch.zeros(bsz, own.shape[1], q_len, pk.shape[-2], dtype=mask.dtype, device=mask.device)
+        out, _ = base(module, query[:, rows], k, v, torch.cat([block, own], dim=-1), **kw)
+        outs.append(out)  # (bsz, q_len, group, head_dim)
+    return torch.cat(outs, dim=2), None
 
 
 def _accumulate_scores(ctx: AttentionContext, layer: int, query, key, mask, m: int, start: int, scaling) -> None:

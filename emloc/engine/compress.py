@@ -181,7 +181,7 @@ class Compressor:
             if {k: resume.provenance.get(k) for k in provenance} != json.loads(json.dumps(provenance, default=list)):
                 raise ValueError("the partial memory to resume was built from different demos, model or parameters")
             memory = resume
-        groups = chunks(demos, self.chunk_size or max(len(demos), 1)) if demos else [[]]
+        groups = self.groups(renderer, demos)
         bar = tqdm(groups, desc=f"compress[{self.option}]", disable=not self.show_progress, initial=len(memory.chunks))
         for index, group in enumerate(groups[len(memory.chunks) :], start=len(memory.chunks)):
             rows = [renderer.demo(d) for d in group]
@@ -226,6 +226,10 @@ class Compressor:
         memory.chunks.append(record)
 
     # -- what subclasses override -------------------------------------------------------------------------
+    def groups(self, renderer, demos: list[Example]) -> list[list[Example]]:
+        """The demonstrations of each chunk, in order (default: `chunk_size` at a time, all in one when None)."""
+        return chunks(demos, self.chunk_size or max(len(demos), 1)) if demos else [[]]
+
     def chunk_context(self, history: list, index: int) -> list:
         """The prefix chunk `index` is encoded after (default: the memory built so far, the paper's chunk-wise
         compression); its keys/values are what `select` chooses from."""

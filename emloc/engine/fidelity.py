@@ -35,6 +35,18 @@ def answer_logits(adapter, prefix: list, offset: int, renderer: ChatRenderer, qu
     return adapter.lm_logits(hidden[0, prep.last()])
 
 
+@torch.no_grad()
+def answer_row_logits(
+    adapter, prefix: list, offset: int, renderer: ChatRenderer, inputs: list[Example]
+) -> torch.Tensor:
+    """(rows, vocab) logits at every row that predicts a token of each input's reference answer or its end of turn
+    (teacher-forced: the input rendered with its answer), the inputs packed into one sequence after `prefix`."""
+    batch = adapter.collate([renderer.demo(q) for q in inputs])
+    prep = adapter.prepare(batch, offset, pack=True)
+    hidden, _ = adapter.run_layers(prep.hidden, prep.positions, prep.seg, AttentionContext(prefix=prefix))
+    return adapter.lm_logits(hidden[0, batch.probe_rows()[batch.valid].to(hidden.device)])
+
+
 @dataclass
 class Fidelity:
     heldout_js: float  # mean over the queries, finished memory vs full context

@@ -1,8 +1,9 @@
 """The task memory: a compressed, reusable per-layer KV cache of the demonstrations (paper §3, docs/method.md §3.5).
 
 `TaskMemory` is a transformers `Cache` with one `DynamicLayer` per decoder layer. Layers have independent
-lengths (each layer keeps its own number of entries; every KV head of a layer keeps the same count, but a
-different token set). Keys are stored after RoPE and are never re-rotated: a kept entry keeps the position
+lengths. In a memory built chunk by chunk every KV head of a layer keeps the same count (a different token set);
+a per-head layer (`select_heads`, the whole-context path, docs/method.md §8) keeps a count per KV head, stored flat
+with no padding (`attention.Ragged`): its bytes are its entries'. Keys are stored after RoPE and are never re-rotated: a kept entry keeps the position
 it had in the uncompressed context, and anything that runs after the memory starts at `position_offset`,
 the *uncompressed* position extent (for M-RoPE: the sum over chunks of max position id + 1, not a token
 count).
@@ -24,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers.cache_utils import Cache, DynamicLayer
 
+from emloc.engine.attention import KV, Ragged
 from emloc.utils.storage import atomic_dir
 
 FORMAT_VERSION = 1
@@ -78,6 +80,7 @@ class ChunkRecord:
         default_factory=list
     )  # per layer: rung taken on the keep-ratio ladder (len = kept in full)
     extent: int | None = None  # positions the chunk spans (None in memories saved before it was recorded: tokens)
+    sizing: list[list[float]] = field(default_factory=list)  # whole-context sizing: [fraction kept, tuning JS] tried
 
 
 class TaskMemory(Cache):
@@ -97,29 +100,59 @@ class TaskMemory(Cache):
         self.num_source_tokens = 0  # tokens of the uncompressed context
         self.provenance: dict[str, Any] = dict(provenance or {})
         self.chunks: list[ChunkRecord] = []
+        self.head_lengths: dict[int, list[int]] = {}  # per-head layers: entries of each KV head (stored flat)
 
     # ------------------------------------------------------------------ access
     @property
     def num_layers(self) -> int:
         return len(self.layers)
 
-    def kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(keys, values) of a layer, each (1, num_kv_heads, length, head_dim); None when empty."""
+    def kv(self, layer: int) -> KV | Ragged | None:
+        """(keys, values) of a layer, each (1, num_kv_heads, length, head_dim), or the `Ragged` layer of a per-head
+        memory; None when empty."""
         lay = self.layers[layer]
         if not lay.is_initialized or lay.keys.numel() == 0:
             return None
+        if layer in self.head_lengths:
+            return Ragged(lay.keys, lay.values, tuple(self.head_lengths[layer]))
         return lay.keys, lay.values
 
-    def lengths(self) -> list[int]:
-        return [0 if (kv := self.kv(i)) is None else kv[0].shape[-2] for i in range(self.num_layers)]
+    def entries(self, layer: int) -> float:
+        """Entries of a layer per KV head (the mean over heads for a per-head layer)."""
+        if layer in self.head_lengths:
+            return sum(self.head_lengths[layer]) / len(self.head_lengths[layer])
+        return 0 if (kv := self.kv(layer)) is None else kv[0].shape[-2]
 
-    def prefix(self, lengths: list[int] | None = None) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    def lengths(self) -> list[int]:
+        """Entries per layer of a memory whose heads keep equal counts (what a chunk-wise build appends to)."""
+        if self.head_lengths:
+            raise ValueError("a per-head memory has no single length per layer; see `entries` and `head_lengths`")
+        return [int(self.entries(i)) for i in range(self.num_layers)]
+
+    def prefix(self, lengths: list[int] | None = None) -> list[KV | Ragged | None]:
         """The per-layer prefix handed to the attention wrapper; with `lengths`, only the first lengths[l] entries
         of each layer (views, no copy)."""
         out = [self.kv(i) for i in range(self.num_layers)]
         if lengths is None:
             return out
+        if self.head_lengths:
+            raise ValueError("a per-head memory has no prefix by length: it is selected over the whole context")
         return [None if kv is None or n == 0 else (kv[0][:, :, :n], kv[1][:, :, :n]) for kv, n in zip(out, lengths)]
+
+    def select_heads(self, keep: list[list[torch.Tensor]], record: ChunkRecord | None = None) -> TaskMemory:
+        """A per-head memory of this (uniform) one: `keep[l][h]` the indices KV head h of layer l keeps, in any
+        order (kept in position order). The kept keys and values are these exact tensors, positions unchanged."""
+        new = TaskMemory(self.num_layers, self.provenance)
+        for layer, heads in enumerate(keep):
+            kv = self.kv(layer)
+            if kv is None or isinstance(kv, Ragged):
+                raise ValueError(f"layer {layer}: select_heads needs a uniform, non-empty layer")
+            idx = [i.to(kv[0].device).sort().values for i in heads]
+            new.layers[layer].update(*(torch.cat([t[:, h : h + 1, i] for h, i in enumerate(idx)], dim=2) for t in kv))
+            new.head_lengths[layer] = [len(i) for i in idx]
+        new.position_offset, new.num_source_tokens = self.position_offset, self.num_source_tokens
+        new.chunks = [record] if record is not None else []
+        return new
 
     def chunk_ends(self) -> list[tuple[list[int], int, int]]:
         """After each chunk: (entries per layer, source tokens, position offset) — what the memory was then."""
@@ -134,6 +167,8 @@ class TaskMemory(Cache):
     # ------------------------------------------------------------------ building
     def append(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Append entries to one layer. keys/values: (1, num_kv_heads, n, head_dim)."""
+        if layer in self.head_lengths:
+            raise ValueError(f"layer {layer} is per-head: entries are chosen over the whole context, not appended")
         if keys.shape != values.shape or keys.ndim != 4 or keys.shape[0] != 1:
             raise ValueError(
                 f"expected (1, heads, n, head_dim) keys and values, got {tuple(keys.shape)}, {tuple(values.shape)}"
@@ -149,9 +184,10 @@ class TaskMemory(Cache):
 
     def clone(self) -> TaskMemory:
         new = TaskMemory(self.num_layers, self.provenance)
-        for i in range(self.num_layers):
-            if (kv := self.kv(i)) is not None:
-                new.append(i, kv[0].clone(), kv[1].clone())
+        for i, lay in enumerate(self.layers):
+            if lay.is_initialized and lay.keys.numel():
+                new.layers[i].update(lay.keys.clone(), lay.values.clone())
+        new.head_lengths = {i: list(n) for i, n in self.head_lengths.items()}
         new.position_offset, new.num_source_tokens = self.position_offset, self.num_source_tokens
         new.chunks = list(self.chunks)
         return new
@@ -160,14 +196,14 @@ class TaskMemory(Cache):
     @property
     def memory_tokens(self) -> float:
         """Mean entries per layer (per KV head): the paper's "context length" of a memory."""
-        return sum(self.lengths()) / max(self.num_layers, 1)
+        return sum(self.entries(i) for i in range(self.num_layers)) / max(self.num_layers, 1)
 
     @property
     def retention(self) -> float:
         return self.memory_tokens / self.num_source_tokens if self.num_source_tokens else 1.0
 
     def nbytes(self) -> int:
-        return sum(kv[0].numel() * kv[0].element_size() * 2 for i in range(self.num_layers) if (kv := self.kv(i)))
+        return sum(lay.keys.numel() * lay.keys.element_size() * 2 for lay in self.layers if lay.is_initialized)
 
     def stats(self) -> dict[str, Any]:
         """JSON-ready summary: per layer lengths and per chunk records."""
@@ -178,18 +214,19 @@ class TaskMemory(Cache):
             "memory_tokens": self.memory_tokens,
             "retention": self.retention,
             "bytes": self.nbytes(),
-            "layer_lengths": self.lengths(),
+            "layer_lengths": [self.entries(i) for i in range(self.num_layers)],
+            "head_lengths": {str(i): n for i, n in self.head_lengths.items()},
             "chunks": [vars(c) for c in self.chunks],
         }
 
     def fingerprint(self) -> str:
         """sha1 over every stored tensor byte and the offset: equal iff bit-identical."""
         h = hashlib.sha1(str(self.position_offset).encode())
-        for i in range(self.num_layers):
-            if (kv := self.kv(i)) is not None:
-                for t in kv:
+        for i, lay in enumerate(self.layers):
+            if lay.is_initialized:
+                for t in (lay.keys, lay.values):
                     h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-            h.update(f"|{i}".encode())
+            h.update(f"|{i}{self.head_lengths.get(i, '')}".encode())
         return h.hexdigest()
 
     # ------------------------------------------------------------------ persistence
@@ -197,13 +234,16 @@ class TaskMemory(Cache):
         """Write `memory.safetensors` + `memory.json` atomically (a temp folder swapped into place)."""
         with atomic_dir(directory) as tmp:
             tensors = {}
-            for i in range(self.num_layers):
-                if (kv := self.kv(i)) is not None:
-                    tensors[f"k.{i}"], tensors[f"v.{i}"] = (t.detach().cpu().contiguous() for t in kv)
+            for i, lay in enumerate(self.layers):
+                if lay.is_initialized and lay.keys.numel():
+                    tensors[f"k.{i}"], tensors[f"v.{i}"] = (
+                        t.detach().cpu().contiguous() for t in (lay.keys, lay.values)
+                    )
             save_file(tensors, tmp / "memory.safetensors")
             meta = {"format": FORMAT_VERSION, "sha256": _sha256(tmp / "memory.safetensors"), "num_layers": self.num_layers, "position_offset": self.position_offset,
                     "num_source_tokens": self.num_source_tokens, "provenance": self.provenance,
-                    "chunks": [vars(c) for c in self.chunks]}  # fmt: skip
+                    "chunks": [vars(c) for c in self.chunks],
+                    "head_lengths": {str(i): n for i, n in self.head_lengths.items()}}  # fmt: skip
             (tmp / "memory.json").write_text(json.dumps(meta, indent=1, default=str))
         return Path(directory)
 
@@ -240,6 +280,7 @@ class TaskMemory(Cache):
                     f"memory in {d} was built with {key}={have!r}, but this model has {key}={want!r}"
                 )
         mem = cls(meta["num_layers"], meta["provenance"])
+        heads = {int(i): list(n) for i, n in meta.get("head_lengths", {}).items()}  # absent before per-head layers
         try:
             tensors = load_file(tensors_file, device=str(device))
         except Exception as err:  # safetensors' own error for a truncated or garbled file
@@ -249,7 +290,10 @@ class TaskMemory(Cache):
                 k, v = tensors[f"k.{i}"], tensors[f"v.{i}"]
                 if dtype is not None:
                     k, v = k.to(dtype), v.to(dtype)
-                mem.append(i, k, v)
+                if i in heads and sum(heads[i]) != k.shape[-2]:
+                    raise CorruptMemoryError(f"{d}: layer {i} holds {k.shape[-2]} entries, its heads {sum(heads[i])}")
+                mem.layers[i].update(k.contiguous(), v.contiguous())
+        mem.head_lengths = heads
         mem.position_offset, mem.num_source_tokens = meta["position_offset"], meta["num_source_tokens"]
         renamed = {"steps": "rungs"}  # memories saved before the rename
         mem.chunks = [ChunkRecord(**{renamed.get(k, k): v for k, v in c.items()}) for c in meta["chunks"]]

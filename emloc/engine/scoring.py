@@ -58,3 +58,39 @@ def dropped_mass(scores: torch.Tensor, order: torch.Tensor, counts: list[int]) -
     ranked = scores.float().gather(1, order.to(scores.device)).sum(0).cumsum(0)  # mass of the top-k, k = 1..n
     total = ranked[-1].clamp_min(torch.finfo(torch.float32).tiny)
     return [float(1 - ranked[c - 1] / total) for c in counts]
+
+
+def global_keep(
+    scores: list[torch.Tensor],
+    count: int,
+    first: torch.Tensor | None = None,
+    protect: torch.Tensor | None = None,
+    protect_cap: int = 0,
+) -> list[list[torch.Tensor]]:
+    """One threshold over every (layer, KV head, token) of a whole context (docs/method.md §8.3): the `count`
+    highest-ranked entries survive, wherever they are, so layers and heads keep different numbers.
+
+    scores : per layer (heads, n), the same n for every layer. first : (n,) bool, tokens every head of every layer
+    keeps before anything else (sinks). protect : (n,) bool, tokens ranked next, but at most `protect_cap` entries
+    of them (the best-scoring), so protection can never fill a small budget. Ties break towards the earlier entry.
+    Returns keep[l][h]: the kept token indices of head h of layer l, in position order.
+    """
+    s = torch.stack([x.float() for x in scores])  # (layers, heads, n)
+    finite = s[torch.isfinite(s)]
+    step = 2 * (float(finite.abs().max()) + 1.0) if finite.numel() else 2.0
+    s = torch.nan_to_num(s, posinf=step / 2)  # an entry scored +inf (always wanted) ranks as the best score
+    key = s.clone()
+    if protect is not None and protect.any() and protect_cap > 0:
+        where = protect.to(s.device)[None, None].expand_as(s)
+        chosen = s[where].topk(min(protect_cap, int(where.sum()))).indices
+        lifted = torch.zeros(int(where.sum()), dtype=torch.bool, device=s.device)
+        lifted[chosen] = True
+        key[where] = torch.where(lifted, s[where] + step, s[where])
+    if first is not None:
+        key = torch.where(first.to(s.device)[None, None], key + 2 * step, key)
+    flat = key.reshape(-1)
+    order = torch.sort(flat, descending=True, stable=True).indices[: max(0, min(count, flat.numel()))]
+    kept = torch.zeros_like(flat, dtype=torch.bool)
+    kept[order] = True
+    kept = kept.view_as(s)
+    return [[kept[layer, h].nonzero(as_tuple=True)[0] for h in range(s.shape[1])] for layer in range(s.shape[0])]

@@ -71,6 +71,7 @@ FIGURES = {  # sweep file stem → its figures (a sweep of another stem gets eve
     "ablate_keep_ratios": ["accuracy_vs_param", "kept_heatmap", "token_kinds", "cost_pareto"],
     "pruning_strategies": ["cost_pareto", "frontier", "token_kinds", "kept_heatmap", "js_per_layer", "drift"],
     "e2e_targets": ["drift", "frontier", "cost_pareto", "kept_heatmap", "js_per_layer"],
+    "frontier": ["frontier", "cost_pareto", "token_kinds"],
     "optuna_emloc": ["pareto_front", "kept_heatmap", "js_per_layer"],
 }
 
@@ -136,10 +137,10 @@ def load_sweep(output_dir: str | Path | None = "outputs", sweep_name: str = "adh
     if expected and len(df):  # runs of this sweep_name that no point of the file asks for (an older config): named
         grid_runs = df["signature"].isin({sig for _, sig in expected[1]})
         outside = [
-            f"{r['signature']} ({grid.run_label(r, expected[0].axes)})" for r in df[~grid_runs].to_dict("records")
+            f"{r['signature']} ({grid.run_label(r, expected[0].columns)})" for r in df[~grid_runs].to_dict("records")
         ]
         df = df[grid_runs].reset_index(drop=True)
-    axes = list(expected[0].axes) if expected else None
+    axes = expected[0].columns if expected else None
     by = grid.grid_columns(df, axes) if len(df) else [k for k in (axes or ["method"]) if k != SEED]
     sweep = Sweep(sweep_name, stem or sweep_name.removeprefix("smoke_"), df, by)
     if expected:

@@ -1,7 +1,8 @@
 """Sweep files planned by signature: which runs a sweep asks for, which are done, which cannot run.
 
-A sweep file (`sweeps/**/*.yaml`) is a primary config that lists `hydra.sweeper.params`. `plan_sweep` expands that
-grid with Hydra's own override grammar and composes every point exactly as `python run.py -m --config-dir sweeps
+A sweep file (`sweeps/**/*.yaml`) is a primary config that lists `hydra.sweeper.params`, and optionally
+`hydra.sweeper.grids`: per method option, its own parameter grid (`expand`). `plan_sweep` expands that grid with
+Hydra's own override grammar and composes every point exactly as `python run.py -m --config-dir sweeps
 --config-name <file>` composes it, then asks the runner for the point's run signature (`config.run_signature`:
 no data, no model) and, with `check_data`, validates its data too (`runner.plan`: e.g. `num_shots` larger than the
 pool). Points are therefore matched to runs by signature, whatever groups or keys the grid varies, and grid points
@@ -53,7 +54,13 @@ class SweepPlan:
     path: Path
     sweep_name: str
     axes: dict[str, list[str]]  # override key -> values, as the sweeper expands them
+    grids: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # method option -> its own grid
     points: list[Point] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        """Every key a point is labelled by: the Cartesian axes, then the methods' own grid keys."""
+        return [*self.axes, *dict.fromkeys(k for g in self.grids.values() for k in g if k not in self.axes)]
 
     def count(self, status: str) -> int:
         return sum(p.status == status for p in self.points)
@@ -92,6 +99,24 @@ def axes(path: Path) -> dict[str, list[str]]:
     return out
 
 
+def grids(path: Path) -> dict[str, dict[str, list[str]]]:
+    """The sweep file's `hydra.sweeper.grids`: method option -> {key: its values}."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    found = ((doc.get("hydra") or {}).get("sweeper") or {}).get("grids") or {}
+    return {m: {k: [v.strip() for v in str(vals).split(",")] for k, vals in g.items()} for m, g in found.items()}
+
+
+def expand(overrides: list[str], method_grids: dict[str, dict[str, list[str]]]) -> list[list[str]]:
+    """One grid point per combination of its method's own grid (`grids`); the point itself when it has none (a
+    fixed-ratio arm over `method.keep_ratio` and a bounded one over its δ, which one Cartesian grid cannot say)."""
+    method = next((o.split("=", 1)[1] for o in overrides if o.startswith("method=")), None)
+    own = method_grids.get(method or "", {})
+    if not own:
+        return [list(overrides)]
+    axes = [[f"{key}={value}" for value in values] for key, values in own.items()]
+    return [[*overrides, *combo] for combo in itertools.product(*axes)]
+
+
 def compose_point(path: Path, overrides: list[str], root: Path) -> tuple[DictConfig, dict]:
     """The config of one grid point as the sweeper composes it (`root`, the folder given to `--config-dir`, holds
     the primary config `path`; `conf/` is on the search path), without the `hydra` node, and the option chosen per
@@ -117,11 +142,12 @@ def plan_sweep(name: str, output_dir: str | Path | None = None, check_data: bool
 
     root = Path(directory) if directory else sweeps_dir()
     path = find(name, root)
-    grid = axes(path)
-    result = SweepPlan(path, "", grid)
+    grid, own = axes(path), grids(path)
+    result = SweepPlan(path, "", grid, own)
     seen: set[str] = set()
-    for values in itertools.product(*grid.values()):
-        point = Point([f"{k}={v}" for k, v in zip(grid, values)])
+    cartesian = [[f"{k}={v}" for k, v in zip(grid, values)] for values in itertools.product(*grid.values())]
+    for overrides in (o for c in cartesian for o in expand(c, own)):
+        point = Point(overrides)
         try:
             cfg, choices = compose_point(path, point.overrides, root)
             result.sweep_name = cfg.sweep_name

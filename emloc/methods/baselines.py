@@ -1,7 +1,8 @@
 """Fixed-retention baselines, applied chunk by chunk: each keeps `keep_ratio` of every chunk (PyramidKV: a
 per-layer schedule with that mean), choosing the entries by its published score (the paper's Table 5 comparison,
 made fair: `protect_answers` ranks the chunk's answer tokens first, as EMLoC does, so a table can show the effect of
-the allocation and of the protection separately).
+the allocation and of the protection separately; `protect_share` caps them to a share of each budget, so protection
+stays useful when the answers alone would fill it).
 
 The chunk loop is `compress.Compressor`'s: a chunk is encoded with the memory so far as prefix; only the choice of
 kept entries differs. Scores come from the chunk's own forward (the attention wrapper accumulates the attention of
@@ -19,7 +20,9 @@ each class; the memory of earlier chunks is never re-pruned.
   chunk) and the most recent tokens of each chunk.
 * `RandomKeep` — uniformly random entries per KV head (seeded): the floor every score must beat.
 
-KVzip-style and Expected-Attention scoring live in `emloc.methods.kvzip` and `emloc.methods.expected_attention`.
+`SnapKVWhole` and `H2OWhole` are the same scores on the whole-context path (`emloc.engine.whole`, docs/method.md §8):
+observed during one blocked prefill of the whole context, kept per head by one threshold over all layers and heads.
+KVzip and Expected-Attention scoring live in `emloc.methods.kvzip` and `emloc.methods.expected_attention`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch.nn.functional as F
 from emloc.engine import scoring
 from emloc.engine.compress import ChunkState, Compressor, Selection
 from emloc.engine.prompts import Batch
+from emloc.engine.whole import Prefilled, WholeContext
 
 
 @dataclass
@@ -48,11 +52,14 @@ class FixedRatio(Compressor, abstract=True):
     keep_ratio: float = 0.2
     chunk_size: int | None = 4
     protect_answers: bool = False
+    protect_share: float | None = None  # None: every answer token first; else at most this share of each budget
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.keep_ratio, (int, float)) or not 0 < self.keep_ratio <= 1:
             raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio!r}")
+        if self.protect_share is not None and not 0 < self.protect_share <= 1:
+            raise ValueError(f"protect_share must be in (0, 1] or null, got {self.protect_share!r}")
 
     def describe(self) -> str:
         return self.label + (" + answer protection" if self.protect_answers else "")
@@ -84,9 +91,25 @@ class FixedRatio(Compressor, abstract=True):
             if n >= state.length:
                 keep.append(None)
                 continue
-            order = scoring.rank(scores[layer], answers, self.always(state, n))  # answers, then window / sinks
+            protected = (
+                answers
+                if answers is None or self.protect_share is None
+                else _capped(answers, scores[layer], int(self.protect_share * n))
+            )
+            order = scoring.rank(scores[layer], protected, self.always(state, n))  # answers, then window / sinks
             keep.append(scoring.keep_indices(order, n))
         return Selection(keep)
+
+
+def _capped(answers: torch.Tensor, scores: torch.Tensor, cap: int) -> torch.Tensor:
+    """(n,) bool: the `cap` answer tokens with the highest score (summed over heads), so protection never fills a
+    small budget."""
+    if int(answers.sum()) <= cap:
+        return answers
+    mass = torch.where(answers.to(scores.device), scores.float().sum(0), float("-inf"))
+    out = torch.zeros_like(answers)
+    out[mass.topk(cap).indices.cpu()] = True
+    return out
 
 
 def sinks(state: ChunkState, count: int, num_sink: int = 4) -> torch.Tensor | None:
@@ -222,3 +245,82 @@ class RandomKeep(FixedRatio):
     def scores(self, adapter, state, layer):
         gen = torch.Generator().manual_seed(self.seed * 100_003 + state.index * 1_009 + layer)
         return torch.rand(state.kv[layer][0].shape[1], state.length, generator=gen)
+
+
+@dataclass
+class WholeFixedRatio(WholeContext, abstract=True):
+    """A fixed retention on the whole-context path: `keep_ratio` of all the context's entries, by one threshold."""
+
+    lossless: ClassVar[dict[str, Any] | None] = {"keep_ratio": 1.0}
+    observes_prefill = True
+
+    keep_ratio: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.keep_ratio, (int, float)) or not 0 < self.keep_ratio <= 1:
+            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio!r}")
+
+    def ratio(self, adapter, context: Prefilled, scores, probes) -> tuple[float, list]:
+        return self.keep_ratio, []
+
+
+@dataclass
+class SnapKVWhole(WholeFixedRatio):
+    """SnapKV over the whole context: the votes of its last `window` tokens (the observation window of one prompt, as
+    published), max-pooled along the tokens; the window is kept."""
+
+    option = "snapkv_whole"
+    label = "SnapKV (whole context)"
+
+    window: int = 32
+    pool_kernel: int = 7
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        scoring.smooth(torch.zeros(1, 1), self.pool_kernel)  # validates the kernel
+        if self.window < 1:
+            raise ValueError(f"window must be an integer >= 1, got {self.window!r}")
+
+    def prefill_rows(self, batch: Batch, last: bool) -> torch.Tensor | None:
+        return recent(batch.ids.shape[1], min(self.window, batch.ids.shape[1]))[None] if last else None
+
+    def score(self, adapter, context: Prefilled, probes) -> list[torch.Tensor]:
+        n, window = context.memory.num_source_tokens, min(self.window, context.blocks[-1].ids.shape[1])
+        out = []
+        for votes in context.observed:
+            pooled = F.max_pool1d(votes[:, None].float(), self.pool_kernel, 1, self.pool_kernel // 2)[:, 0]
+            pooled[:, n - window :], pooled[:, : context.sink] = float("inf"), float("inf")  # window and preamble
+            out.append(pooled)
+        return out
+
+
+@dataclass
+class H2OWhole(WholeFixedRatio):
+    """H2O over the whole context: heavy hitters by the attention every token of the context pays them (column sums
+    over one prefill), plus the most recent tokens of the context, `recent_fraction` of the budget."""
+
+    option = "h2o_whole"
+    label = "H2O (whole context)"
+
+    recent_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.recent_fraction <= 1:
+            raise ValueError(f"recent_fraction must be in [0, 1], got {self.recent_fraction!r}")
+
+    def prefill_rows(self, batch: Batch, last: bool) -> torch.Tensor | None:
+        return batch.valid.clone()
+
+    def score(self, adapter, context: Prefilled, probes) -> list[torch.Tensor]:
+        n = context.memory.num_source_tokens
+        recent_tokens = int(self.keep_ratio * n * self.recent_fraction)
+        out = []
+        for column_sums in context.observed:
+            s = column_sums.float().clone()
+            s[:, : context.sink] = float("inf")
+            if recent_tokens:
+                s[:, n - recent_tokens :] = float("inf")
+            out.append(s)
+        return out

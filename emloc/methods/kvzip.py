@@ -1,5 +1,6 @@
-"""KVzip-style scoring (Kim et al. 2025, arXiv 2505.23416): keep the entries the model needs to reconstruct its own
-context — a query-agnostic importance, measured once, like EMLoC's.
+"""KVzip (Kim et al. 2025, arXiv 2505.23416): keep the entries the model needs to reconstruct its own
+context — a query-agnostic importance, measured once, like EMLoC's. Two methods: `KVzipPublished` ("KVzip", the
+paper's whole-context selection, at the end of this module) and `KVzip` ("KVzip-style", its chunk-wise adaptation).
 
 For every chunk, after the chunk's own forward, a reconstruction pass runs: a user turn asking to repeat the context
 ("Repeat the previous context exactly.", KVzip's prompt) followed by the chunk's own tokens as the answer, positioned
@@ -18,12 +19,14 @@ about twice the chunk per chunk.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
 from emloc.data.base import Example
 from emloc.engine.attention import AttentionContext
 from emloc.engine.compress import ChunkState
+from emloc.engine.whole import Prefilled, WholeContext, reconstruction_scores
 from emloc.methods.baselines import FixedRatio, sinks
 
 NUM_SINK = 4
@@ -58,3 +61,31 @@ class KVzip(FixedRatio):
 
     def always(self, state: ChunkState, count: int) -> torch.Tensor | None:
         return sinks(state, count, NUM_SINK)
+
+
+@dataclass
+class KVzipPublished(WholeContext):
+    """KVzip as published (Kim et al. 2025; docs/method.md §8.2) on the whole-context path: the demonstrations are
+    prefilled once, every (layer, KV head, token) is scored by reconstruction in `block_tokens`-token blocks (2,000:
+    the paper's), and one threshold over the whole context keeps `keep_ratio` of all entries, so every head has its
+    own budget. The preamble (the system turn) is KVzip's sink. Kept entries are the prefilled ones, not re-encoded.
+    Tables call it "KVzip"; the chunk-wise adaptation above is "KVzip-style"."""
+
+    option = "kvzip_published"
+    label = "KVzip"
+    lossless: ClassVar[dict[str, Any] | None] = {"keep_ratio": 1.0}
+
+    keep_ratio: float = 0.3
+    prompt: str = "Repeat the previous context exactly."
+    resume_prompt: str = "Repeat the part of the previous context exactly, starting with "
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.keep_ratio, (int, float)) or not 0 < self.keep_ratio <= 1:
+            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio!r}")
+
+    def score(self, adapter, context: Prefilled, probes) -> list[torch.Tensor]:
+        return reconstruction_scores(adapter, context, self.prompt, self.resume_prompt)
+
+    def ratio(self, adapter, context: Prefilled, scores, probes) -> tuple[float, list]:
+        return self.keep_ratio, []

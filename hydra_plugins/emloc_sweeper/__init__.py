@@ -5,7 +5,11 @@ is finished (`runs/<signature>/metrics.json`, unless `force=true`) is skipped, a
 validate (`emloc.experiment.runner.plan`: bad values, missing data, more shots than the pool) is named in the log and in
 `<sweep dir>/plan.json` and never queued. Only the remaining points reach the launcher (basic, submitit local or
 SLURM), so a SLURM array holds exactly the runs that are still to do. The sweep exits non-zero when a point was
-invalid, after the valid ones ran. Lives in `hydra_plugins`, the namespace Hydra discovers plugins in.
+invalid, after the valid ones ran.
+
+`hydra.sweeper.grids` gives a method its own parameter grid: `{<method option>: {<key>: "v1,v2,..."}}` turns every
+grid point with `method=<option>` into one point per combination of those values (e.g. fixed-ratio arms over
+`method.keep_ratio`, bounded methods over their δ), which one Cartesian `params` grid cannot express. Lives in `hydra_plugins`, the namespace Hydra discovers plugins in.
 """
 
 import json
@@ -30,6 +34,7 @@ class PlannedSweeperConf:
     _target_: str = "hydra_plugins.emloc_sweeper.PlannedSweeper"
     max_batch_size: Optional[int] = None  # noqa: UP045
     params: Optional[Dict[str, str]] = None  # noqa: UP006, UP045
+    grids: Optional[Dict[str, Dict[str, str]]] = None  # noqa: UP006, UP045
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="planned", node=PlannedSweeperConf, provider="emloc")
@@ -49,8 +54,11 @@ class _Planned(Launcher):
 
 
 class PlannedSweeper(BasicSweeper):
-    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None) -> None:
+    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
+                 grids: dict[str, dict[str, str]] | None = None) -> None:  # fmt: skip
         super().__init__(max_batch_size=max_batch_size, params=params)
+        self.grids = {m: {k: [v.strip() for v in str(vals).split(",")] for k, vals in g.items()}
+                      for m, g in (grids or {}).items()}  # fmt: skip
         self.invalid: list[dict[str, Any]] = []
         self.deferred: list[Sequence[str]] = []  # points whose matched-retention reference runs in this wave
 
@@ -88,7 +96,7 @@ class PlannedSweeper(BasicSweeper):
         if super().is_done():  # the second wave: points whose references ran in the first
             batch, self.deferred = self.deferred, []
         else:
-            batch = super().get_job_batch()
+            batch = [point for o in super().get_job_batch() for point in self._expand(o)]
         records, signatures = [self._plan(o) for o in batch], set()
         for r in records:
             if r["status"] == "todo" and r["signature"] in signatures:  # e.g. zero-shot at other shot counts
@@ -114,6 +122,12 @@ class PlannedSweeper(BasicSweeper):
         plan_file.parent.mkdir(parents=True, exist_ok=True)
         plan_file.write_text(json.dumps(previous + records, indent=1))
         return [r["overrides"] for r in records if r["status"] == "todo"]
+
+    def _expand(self, overrides: Sequence[str]) -> list[list[str]]:
+        """One grid point per combination of its method's own grid (`grids`); the point itself when it has none."""
+        from emloc.experiment.sweeps import expand
+
+        return expand(list(overrides), self.grids)
 
     def sweep(self, arguments: list[str]) -> Any:
         try:

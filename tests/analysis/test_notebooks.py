@@ -12,7 +12,8 @@ from emloc.experiment import report
 from emloc.utils.storage import REPO
 
 ANALYSIS = REPO / "analysis"
-STEMS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+# every notebook: one per top-level sweep file, plus the frontier (its sweeps: studies/frontier and smoke/frontier)
+STEMS = sorted({p.stem for p in (REPO / "sweeps").glob("*.yaml")} | {"frontier"})
 SEEDS = (0, 1)
 # per sweep file: the tiny grid standing in for it (each point run for every seed)
 GRIDS = {
@@ -41,6 +42,14 @@ GRIDS = {
             "expected_attention",
             "random",
         )
+    ],
+    "frontier": [
+        ["method=full_context"],
+        *(["method=kvzip_published", f"method.keep_ratio={r}", "method.block_tokens=64"] for r in (0.3, 0.6)),
+        *(
+            ["method=emloc_global", f"method.delta={d}", "method.tuning_inputs=8", "method.block_tokens=64"]
+            for d in (0.01, 0.05)
+        ),
     ],
 }
 

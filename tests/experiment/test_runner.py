@@ -217,3 +217,16 @@ def test_a_bound_is_certified_on_inputs_that_did_not_choose_it_and_a_miss_is_rec
     strict = certify(strict_plan, adapter, memory, full_context(strict_plan, adapter, tmp_path / "memories"))
     assert strict["certified_js"] == pytest.approx(m["certified_js"])  # the same memory, the same inputs
     assert strict["certified"] is False and strict["certificate"] == "bound not met"
+
+
+def test_emloc_g_is_sized_on_its_tuning_inputs_and_certified_on_the_others(tmp_path):
+    """EMLoC-G through the runner: its tuning inputs (task.heldout.tuning) score and size the memory, the certification
+    set (disjoint from them) gives the recorded bound against slack × δ, and the memory is per head."""
+    cfg = compose(["debug=tiny", "method=emloc_global", "method.delta=0.02", "method.tuning_inputs=8",
+                   "method.block_tokens=64"], tmp_path)  # fmt: skip
+    m = runner.run(cfg)
+    p = runner.plan(cfg)
+    assert len(p.probes) == 8 and not {q.uid for q in p.probes} & {q.uid for q in p.certification_set}
+    assert m["certificate_target"] == pytest.approx(0.04) and m["certification_inputs"] == 8
+    assert m["certified"] == (m["certified_js_upper"] <= 0.04) and 0 < m["retention"] <= 1
+    assert m["method_label"] == "EMLoC-G" and m["compresses"]

@@ -87,3 +87,29 @@ def test_matched_retention_comes_from_the_reference_run_of_the_same_point(tmp_pa
                    "sweep_name=match_test", output_dir=tmp_path, check=False)  # fmt: skip
     assert alone.returncode == 2 and "match_retention_of=emloc: its run" in alone.stderr + alone.stdout
     assert "has not finished" in alone.stderr + alone.stdout
+
+
+def test_a_method_grid_expands_only_its_own_points_and_the_plan_agrees_with_the_sweeper(tmp_path):
+    """`hydra.sweeper.grids`: each method gets its own parameter grid (fixed ratios over keep_ratio, a bounded method
+    over δ); the planner (`plan_sweep`, used by `emloc report`) expands it with the sweeper's own function (`expand`),
+    and the file's grids reach the sweeper's config."""
+    from emloc.experiment.sweeps import expand, plan_sweep
+
+    grids = {"kvzip": {"method.keep_ratio": ["0.2", "0.45"]}, "emloc_global": {"method.delta": ["0.01"]}}
+    assert expand(["method=kvzip", "seed=1"], grids) == [["method=kvzip", "seed=1", "method.keep_ratio=0.2"],
+                                                         ["method=kvzip", "seed=1", "method.keep_ratio=0.45"]]  # fmt: skip
+    assert expand(["method=full_context"], grids) == [["method=full_context"]]
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    (sweeps / "g.yaml").write_text(yaml.safe_dump({
+        "defaults": ["/config", "_self_"], "sweep_name": "g", "task": {"num_shots": 4, "num_queries": 4,
+        "heldout": {"fidelity": 0, "tuning": 0, "certification": 0}},
+        "hydra": {"mode": "MULTIRUN", "sweeper": {"params": {"method": "full_context,kvzip", "task.demo_seed": "0,1,2"},
+                                                  "grids": {"kvzip": {"method.keep_ratio": "0.2,0.45"}}}}}))  # fmt: skip
+    plan = plan_sweep("g", tmp_path, directory=sweeps)
+    assert len(plan.points) == 3 * (1 + 2) and plan.count("invalid") == 0
+    assert plan.columns == ["method", "task.demo_seed", "method.keep_ratio"]
+    ratios = {o for p in plan.points for o in p.overrides if o.startswith("method.keep_ratio")}
+    assert ratios == {"method.keep_ratio=0.2", "method.keep_ratio=0.45"}
+    out = run_py("--config-dir", str(sweeps), "--config-name", "g", "--cfg", "hydra", output_dir=tmp_path)
+    assert yaml.safe_load(out.stdout)["hydra"]["sweeper"]["grids"] == {"kvzip": {"method.keep_ratio": "0.2,0.45"}}

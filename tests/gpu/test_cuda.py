@@ -44,3 +44,20 @@ def test_a_tiny_run_end_to_end_on_cuda(dtype, tmp_path):
     cfg = compose(["debug=tiny", "backend=cuda", f"backend.dtype={dtype}", "method=emloc"], tmp_path)
     metrics = runner.run(cfg)
     assert cfg.backend.device == "cuda" and 0 < metrics["retention"] <= 1 and metrics["num_queries"] > 0
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCE))
+def test_a_per_head_whole_context_memory_on_cuda(dtype, tmp_path):
+    """The whole-context path on CUDA: keep-all per head is the full context, and EMLoC-G runs end to end."""
+    from emloc.methods.kvzip import KVzipPublished
+
+    cpu, gpu = load("tiny:llama"), load("tiny:llama", device="cuda", dtype=dtype)
+    demos, query = make_demos(6), make_demos(1, offset=40)[0]
+    every = KVzipPublished(keep_ratio=1.0, block_tokens=48, show_progress=False).build(gpu, demos, INSTR)
+    assert every.head_lengths and every.retention == 1.0
+    want = reference_logits(cpu, demos, query)
+    assert (query_logits(gpu, every, query).float().cpu() - want).abs().max().item() < TOLERANCE[dtype]
+    cfg = compose(["debug=tiny", "backend=cuda", f"backend.dtype={dtype}", "method=emloc_global",
+                   "method.tuning_inputs=8", "method.delta=0.02"], tmp_path)  # fmt: skip
+    metrics = runner.run(cfg)
+    assert 0 < metrics["retention"] <= 1 and metrics["certificate_target"] == pytest.approx(0.04)

@@ -14,7 +14,13 @@ from hydra.utils import instantiate
 
 from emloc.utils.storage import conf_dir
 
-HARD = {"js_threshold": 0.05, "keep_ratio": 0.4}  # keys a method may have; applied where the class has them
+HARD = {
+    "js_threshold": 0.05,
+    "keep_ratio": 0.4,
+    "delta": 0.05,
+    "tuning_inputs": 4,
+    "block_tokens": 64,
+}  # keys a method may have; applied where the class has them
 
 
 def options() -> list[str]:
@@ -43,3 +49,10 @@ def easy(option: str):
 
 def hard(option: str):
     return build(option, HARD)
+
+
+def probes_for(method) -> list:
+    """The held-out tuning inputs a method asks for (`heldout_count`), disjoint from the test demonstrations."""
+    from tests.conftest import make_demos
+
+    return make_demos(method.heldout_count(), offset=200) if method.heldout_count() else []

@@ -146,3 +146,22 @@ def test_baselines_are_lossless_at_full_retention(llama):
     for cls in (*UNIFORM, PyramidKV, KVzip):
         method = cls(chunk_size=3, **cls.lossless)
         assert method.build(llama, make_demos(6), INSTR).lengths() == full.lengths()
+
+
+def test_capped_answer_protection_leaves_room_in_a_small_budget(llama):
+    """With `protect_share`, answer tokens take at most that share of each budget (the best-scoring of them), so the
+    rest of the budget still goes by score; without it every answer token is ranked first."""
+    from emloc.methods.kvzip import KVzip
+    from tests.conftest import make_demos
+
+    demos = make_demos(8)
+    kept = {}
+    for share in (None, 0.25):
+        memory = KVzip(keep_ratio=0.3, chunk_size=4, protect_answers=True, protect_share=share,
+                       show_progress=False).build(llama, demos, "Name the colour.")  # fmt: skip
+        kept[share] = [(c.kept_by_kind[layer]["answer"], c.kept[layer]) for c in memory.chunks
+                       for layer in range(memory.num_layers)]  # fmt: skip
+    assert all(answers <= int(0.25 * budget) for answers, budget in kept[0.25])
+    assert sum(a for a, _ in kept[None]) > sum(a for a, _ in kept[0.25])
+    with pytest.raises(ValueError, match=r"protect_share must be in \(0, 1\] or null, got 1.5"):
+        KVzip(protect_share=1.5)

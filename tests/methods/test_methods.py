@@ -12,7 +12,7 @@ from emloc.engine.generate import generate, score_choices
 from emloc.engine.memory import TaskMemory
 from emloc.utils.storage import conf_dir
 from tests.engine.test_compress import INSTR, query_logits, reference_logits
-from tests.methods.matrix import easy, hard, options
+from tests.methods.matrix import easy, hard, options, probes_for
 
 OPTIONS = options()
 
@@ -34,7 +34,7 @@ def test_card_matches_the_config_tree(option):
 def test_lossless_parameters_reproduce_the_full_context(option, adapter, demos_for):
     method = easy(option)
     demos, query = demos_for(adapter, 5), demos_for(adapter, 1, offset=40)[0]
-    memory = method.build(adapter, demos, INSTR)
+    memory = method.build(adapter, demos, INSTR, probes=probes_for(method))
     assert memory.retention == 1.0
     diff = (query_logits(adapter, memory, query) - reference_logits(adapter, demos, query)).abs().max().item()
     assert diff < 1e-4, f"{option}: {diff}"
@@ -45,7 +45,7 @@ def test_memory_is_unchanged_by_queries_and_survives_save_load(option, llama, tm
     from tests.conftest import make_demos
 
     method = hard(option)
-    memory = method.build(llama, make_demos(6), INSTR)
+    memory = method.build(llama, make_demos(6), INSTR, probes=probes_for(method))
     if method.compresses:
         assert memory.retention < 1.0, f"{option}: the hard setting prunes nothing, the test would be vacuous"
     before = memory.fingerprint()
@@ -69,19 +69,20 @@ def test_an_interrupted_build_resumes_to_the_same_memory(option, llama, tmp_path
     from tests.conftest import make_demos
 
     demos, saved = make_demos(6), tmp_path / "partial"
-    whole = hard(option).build(llama, demos, INSTR)
+    probes, steps = probes_for(hard(option)), []
+    whole = hard(option).build(llama, demos, INSTR, probes=probes, on_chunk=steps.append)  # a chunk or prefill block
 
     def stop_after_first_chunk(memory):
         memory.save(saved)
         raise Interrupted
 
-    if len(whole.chunks) < 2:
+    if len(steps) < 2:
         pytest.skip(f"{option} builds in one pass: nothing to resume")
     with pytest.raises(Interrupted):
-        hard(option).build(llama, demos, INSTR, on_chunk=stop_after_first_chunk)
+        hard(option).build(llama, demos, INSTR, on_chunk=stop_after_first_chunk, probes=probes)
     partial = TaskMemory.load(saved, expect=llama.signature())
     assert len(partial.chunks) == 1
-    resumed = hard(option).build(llama, demos, INSTR, resume=partial)
+    resumed = hard(option).build(llama, demos, INSTR, resume=partial, probes=probes)
     assert resumed.fingerprint() == whole.fingerprint()
     assert [c.kept for c in resumed.chunks] == [c.kept for c in whole.chunks]
 

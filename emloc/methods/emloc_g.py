@@ -1,0 +1,107 @@
+"""EMLoC-G: a small task memory, sized over the whole context by one scalar and certified out of sample
+(docs/method.md §8.4).
+
+1. Prefill the demonstrations once (the whole-context path, `emloc.engine.whole`).
+2. Score every (layer, KV head, token) by the attention mass the task's tuning inputs put on it: every token of each
+   input and of its reference answer (`rows="answers"`; "prompt": the prompt's tokens only), the inputs a memory
+   exists for (`importance="reconstruction"`: KVzip's query-agnostic score instead, for the ablation). Measured on the
+   default task, mass beats KVzip's score and the largest attention at 15-25 % kept (docs/method.md §8.4).
+3. Size: one scalar, the fraction of all entries kept (one threshold over all layers and heads, so each head has its
+   own budget). On the `ladder` of fractions, bisect for the smallest whose memory keeps the tuning inputs' mean
+   next-token JS to the full context at most δ, at every row that predicts a token of their reference answers and
+   its end of turn (`rows="answers"`, what ranking candidates reads; "prompt": the answer's first token only). The
+   top rung, everything, always qualifies: δ = 0 keeps it.
+4. Certify: the runner measures the finished memory on the certification set (inputs nothing above saw) and records
+   the one-sided 95 % upper bound against `bound()` = `slack` × δ; a miss is recorded as "bound not met".
+
+Why these choices: the chunk-local budgets of EMLoC and EMLoC-E2E compound their errors over chunks and grow with
+the number of demonstrations; one threshold over the whole context spends the budget where the scores are, and the
+inputs that choose the size are never the ones that certify it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from emloc.data.base import Example
+from emloc.engine.divergence import js_rows
+from emloc.engine.fidelity import answer_logits, answer_row_logits
+from emloc.engine.whole import Prefilled, WholeContext, input_scores, reconstruction_scores
+
+SCORES = ("inputs", "reconstruction")
+ROWS = ("answers", "prompt")
+
+
+@dataclass
+class EMLoCG(WholeContext):
+    option = "emloc_global"
+    label = "EMLoC-G"
+    searches = False
+    lossless: ClassVar[dict[str, Any] | None] = {"delta": 0.0}
+    revision: ClassVar[int | None] = 2  # 2: answer rows score and size the memory
+
+    delta: float = 0.005
+    slack: float = 2.0
+    tuning_inputs: int = 64
+    importance: str = "inputs"
+    rows: str = "answers"
+    ladder: tuple[float, ...] = (0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 0.65, 0.8)
+    prompt: str = "Repeat the previous context exactly."
+    resume_prompt: str = "Repeat the part of the previous context exactly, starting with "
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.ladder = tuple(float(r) for r in self.ladder)  # a YAML list arrives as an OmegaConf ListConfig
+        if self.delta < 0:
+            raise ValueError(f"delta must be >= 0, got {self.delta!r}")
+        if self.slack < 1:
+            raise ValueError(f"slack must be >= 1 (the certificate is at least δ), got {self.slack!r}")
+        if self.tuning_inputs < 1:
+            raise ValueError(f"tuning_inputs must be >= 1, got {self.tuning_inputs!r}")
+        if self.rows not in ROWS:
+            raise ValueError(f"rows must be one of {list(ROWS)}, got {self.rows!r}")
+        if self.importance not in SCORES:
+            raise ValueError(f"importance must be one of {list(SCORES)}, got {self.importance!r}")
+        if any(not 0 < r < 1 for r in self.ladder) or list(self.ladder) != sorted(set(self.ladder)):
+            raise ValueError(f"ladder must be increasing fractions in (0, 1), got {list(self.ladder)!r}")
+
+    def describe(self) -> str:
+        return super().describe() + ("" if self.importance == "inputs" else f" ({self.importance} scores)")
+
+    def heldout_count(self) -> int:
+        return self.tuning_inputs
+
+    def bound(self) -> float:
+        return self.slack * self.delta
+
+    def score(self, adapter, context: Prefilled, probes: Sequence[Example]) -> list[torch.Tensor]:
+        if self.importance == "reconstruction":
+            return reconstruction_scores(adapter, context, self.prompt, self.resume_prompt)
+        return input_scores(adapter, context, probes, with_answers=self.rows == "answers")
+
+    def ratio(self, adapter, context: Prefilled, scores, probes: Sequence[Example]) -> tuple[float, list]:
+        """The smallest rung whose tuning JS is at most δ, by bisection (JS falls as more is kept)."""
+        rungs, sizing = [*self.ladder, 1.0], []
+        if self.delta == 0:
+            return 1.0, sizing
+        if not probes:
+            raise ValueError(
+                f"{self.option} sizes its memory on held-out tuning inputs, and none were given "
+                "(build(probes=...); the runner passes task.heldout.tuning)"
+            )
+        full, renderer = context.memory, context.renderer
+        logits = answer_row_logits if self.rows == "answers" else answer_logits
+        reference = logits(adapter, full.prefix(), full.position_offset, renderer, list(probes))
+        lo, hi = 0, len(rungs) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            memory = self.keep(context, scores, rungs[mid])
+            ours = logits(adapter, memory.prefix(), memory.position_offset, renderer, list(probes))
+            js = float(js_rows(ours, reference).mean())
+            sizing.append([rungs[mid], js])
+            lo, hi = (lo, mid) if js <= self.delta else (mid + 1, hi)
+        return rungs[lo], sizing
