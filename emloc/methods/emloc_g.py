@@ -8,9 +8,9 @@
    default task, mass beats KVzip's score and the largest attention at 15-25 % kept (docs/method.md §8.4).
 3. Size: one scalar, the fraction of all entries kept (one threshold over all layers and heads, so each head has its
    own budget). On the `ladder` of fractions, bisect for the smallest whose memory keeps the tuning inputs' mean
-   next-token JS to the full context at most δ, at every row that predicts a token of their reference answers and
-   its end of turn (`rows="answers"`, what ranking candidates reads; "prompt": the answer's first token only). The
-   top rung, everything, always qualifies: δ = 0 keeps it.
+   next-token JS to the full context at most δ both at the answer's first token (what the certificate measures) and,
+   with `rows="answers"`, over every row that predicts a token of their reference answers and its end of turn (what
+   ranking candidates reads). The top rung, everything, always qualifies: δ = 0 keeps it.
 4. Certify: the runner measures the finished memory on the certification set (inputs nothing above saw) and records
    the one-sided 95 % upper bound against `bound()` = `slack` × δ; a miss is recorded as "bound not met".
 
@@ -42,7 +42,7 @@ class EMLoCG(WholeContext):
     label = "EMLoC-G"
     searches = False
     lossless: ClassVar[dict[str, Any] | None] = {"delta": 0.0}
-    revision: ClassVar[int | None] = 2  # 2: answer rows score and size the memory
+    revision: ClassVar[int | None] = 3  # 2: answer rows score and size the memory; 3: and the first token too
 
     delta: float = 0.005
     slack: float = 2.0
@@ -94,14 +94,14 @@ class EMLoCG(WholeContext):
                 "(build(probes=...); the runner passes task.heldout.tuning)"
             )
         full, renderer = context.memory, context.renderer
-        logits = answer_row_logits if self.rows == "answers" else answer_logits
-        reference = logits(adapter, full.prefix(), full.position_offset, renderer, list(probes))
+        measures = [answer_logits, answer_row_logits] if self.rows == "answers" else [answer_logits]
+        references = [m(adapter, full.prefix(), full.position_offset, renderer, list(probes)) for m in measures]
         lo, hi = 0, len(rungs) - 1
         while lo < hi:
             mid = (lo + hi) // 2
             memory = self.keep(context, scores, rungs[mid])
-            ours = logits(adapter, memory.prefix(), memory.position_offset, renderer, list(probes))
-            js = float(js_rows(ours, reference).mean())
+            js = max(float(js_rows(m(adapter, memory.prefix(), memory.position_offset, renderer, list(probes)), ref)
+                           .mean()) for m, ref in zip(measures, references))  # fmt: skip
             sizing.append([rungs[mid], js])
             lo, hi = (lo, mid) if js <= self.delta else (mid + 1, hi)
         return rungs[lo], sizing
