@@ -177,6 +177,7 @@ def check(cfg: DictConfig) -> None:
 # --- turning a planning failure into a ConfigError ------------------------------------------------------------
 _NAMED = re.compile(r"(?:^|invalid `(?P<group>[\w.]+)` config: )(?P<key>[A-Za-z_][\w.]*)(?:=(?P<v1>\S+)| must)")
 _GOT = re.compile(r"got (?P<value>.+?)\)?$")
+_UNKNOWN = re.compile(r"\w+\.__init__\(\) got an unexpected keyword argument '(?P<key>\w+)'")  # a method parameter
 
 
 def as_config_error(err: BaseException, cfg: DictConfig | None = None, choices: dict | None = None) -> ConfigError:
@@ -197,6 +198,9 @@ def as_config_error(err: BaseException, cfg: DictConfig | None = None, choices: 
             key = f"task.{key}"  # the task's split names its own fields
         got = _GOT.search(text)
         value = match["v1"] or (got["value"] if got else OmegaConf.select(cfg, key) if cfg is not None else None)
+    elif unknown := _UNKNOWN.search(text):  # the method's YAML names a parameter its class does not have
+        key = f"method.{unknown['key']}"
+        value = OmegaConf.select(cfg, key) if cfg is not None else None
     group = key.split(".")[0] if key else "task"  # no key named: the task's data is missing or unreadable
     option = (choices or {}).get(group)
     where = f"conf/{group}/{option}.yaml" if option else f"the {group} YAML file"

@@ -104,3 +104,12 @@ def test_schemas_type_the_groups_and_accept_a_revision(tmp_path):
     with pytest.raises(ConfigCompositionException):
         compose(["eval.batchsize=4"], tmp_path)
     assert compose(["+task.loader.extra=1"], tmp_path).task.loader.extra == 1  # added on purpose: allowed
+
+
+def test_a_parameter_the_method_class_does_not_have_names_the_method_key_not_the_data():
+    from emloc.experiment.config import as_config_error
+
+    err = as_config_error(TypeError("SnapKV.__init__() got an unexpected keyword argument 'protect_share'"),
+                          choices={"method": "snapkv_protect"})  # fmt: skip
+    assert err.key == "method.protect_share" and "conf/method/snapkv_protect.yaml" in str(err)
+    assert "data paths" not in str(err)
