@@ -16,8 +16,8 @@ set -uo pipefail
 
 FIRST="main_table"
 # seconds on 1 thread each, two lanes on 2 otherwise idle cores (CI, 2026-12-06, 16-input held-out sets): main_table
-# 130 | ablate_shots 130, pruning_strategies 210, ablate_js_threshold 89, ablate_keep_ratios 120 | ablate_chunk_size
-# 253, e2e_targets 399 -> ~13 min in all (with the default 64-input sets: ~35 min, e2e_targets alone 1,610 s)
+# 130 | ablate_shots 134, pruning_strategies 210, ablate_js_threshold 90, ablate_keep_ratios 115, frontier 175 |
+# ablate_chunk_size 251, e2e_targets 401 -> 857 s in all (with the default 64-input sets: ~35 min)
 LANE_A="ablate_shots pruning_strategies ablate_js_threshold ablate_keep_ratios frontier"
 LANE_B="ablate_chunk_size e2e_targets"
 
