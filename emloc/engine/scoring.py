@@ -67,7 +67,7 @@ def global_keep(
     protect: torch.Tensor | None = None,
     protect_cap: int = 0,
 ) -> list[list[torch.Tensor]]:
-    """One threshold over every (layer, KV head, token) of a whole context (docs/method.md §8.3): the `count`
+    """One threshold over every (layer, KV head, token) of a whole context (docs/method.md §8.2): the `count`
     highest-ranked entries survive, wherever they are, so layers and heads keep different numbers.
 
     scores : per layer (heads, n), the same n for every layer. first : (n,) bool, tokens every head of every layer
