@@ -252,7 +252,6 @@ class WholeFixedRatio(WholeContext, abstract=True):
     """A fixed retention on the whole-context path: `keep_ratio` of all the context's entries, by one threshold."""
 
     lossless: ClassVar[dict[str, Any] | None] = {"keep_ratio": 1.0}
-    observes_prefill = True
 
     keep_ratio: float = 0.2
 
@@ -272,6 +271,7 @@ class SnapKVWhole(WholeFixedRatio):
 
     option = "snapkv_whole"
     label = "SnapKV (whole context)"
+    observes_prefill = True
 
     window: int = 32
     pool_kernel: int = 7
@@ -302,6 +302,7 @@ class H2OWhole(WholeFixedRatio):
 
     option = "h2o_whole"
     label = "H2O (whole context)"
+    observes_prefill = True
 
     recent_fraction: float = 0.5
 

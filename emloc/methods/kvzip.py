@@ -19,15 +19,14 @@ about twice the chunk per chunk.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import torch
 
 from emloc.data.base import Example
 from emloc.engine.attention import AttentionContext
 from emloc.engine.compress import ChunkState
-from emloc.engine.whole import Prefilled, WholeContext, reconstruction_scores
-from emloc.methods.baselines import FixedRatio, sinks
+from emloc.engine.whole import Prefilled, reconstruction_scores
+from emloc.methods.baselines import FixedRatio, WholeFixedRatio, sinks
 
 NUM_SINK = 4
 
@@ -64,7 +63,7 @@ class KVzip(FixedRatio):
 
 
 @dataclass
-class KVzipPublished(WholeContext):
+class KVzipPublished(WholeFixedRatio):
     """KVzip as published (Kim et al. 2025; docs/method.md §8.2) on the whole-context path: the demonstrations are
     prefilled once, every (layer, KV head, token) is scored by reconstruction in `block_tokens`-token blocks (2,000:
     the paper's), and one threshold over the whole context keeps `keep_ratio` of all entries, so every head has its
@@ -73,19 +72,10 @@ class KVzipPublished(WholeContext):
 
     option = "kvzip_published"
     label = "KVzip"
-    lossless: ClassVar[dict[str, Any] | None] = {"keep_ratio": 1.0}
 
     keep_ratio: float = 0.3
     prompt: str = "Repeat the previous context exactly."
     resume_prompt: str = "Repeat the part of the previous context exactly, starting with "
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.keep_ratio, (int, float)) or not 0 < self.keep_ratio <= 1:
-            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio!r}")
-
     def score(self, adapter, context: Prefilled, probes) -> list[torch.Tensor]:
         return reconstruction_scores(adapter, context, self.prompt, self.resume_prompt)
-
-    def ratio(self, adapter, context: Prefilled, scores, probes) -> tuple[float, list]:
-        return self.keep_ratio, []
