@@ -38,13 +38,17 @@ def answer_logits(adapter, prefix: list, offset: int, renderer: ChatRenderer, qu
 @torch.no_grad()
 def answer_row_logits(
     adapter, prefix: list, offset: int, renderer: ChatRenderer, inputs: list[Example]
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, vocab) logits at every row that predicts a token of each input's reference answer or its end of turn
-    (teacher-forced: the input rendered with its answer), the inputs packed into one sequence after `prefix`."""
+    (teacher-forced: the input rendered with its answer), the inputs packed into one sequence after `prefix`; and
+    (rows,) bool marking each input's first such row, where its answer is decided: the prompt is a prefix of the
+    teacher-forced rendering, so those rows are the rows `answer_logits` reads, from the same pass."""
     batch = adapter.collate([renderer.demo(q) for q in inputs])
     prep = adapter.prepare(batch, offset, pack=True)
     hidden, _ = adapter.run_layers(prep.hidden, prep.positions, prep.seg, AttentionContext(prefix=prefix))
-    return adapter.lm_logits(hidden[0, batch.probe_rows()[batch.valid].to(hidden.device)])
+    rows = batch.probe_rows()[batch.valid]
+    first = batch.decision_rows()[batch.valid][rows]
+    return adapter.lm_logits(hidden[0, rows.to(hidden.device)]), first
 
 
 @dataclass

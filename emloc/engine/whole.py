@@ -194,6 +194,7 @@ def _block_scores(adapter, context: Prefilled, rows: list[Row], span: tuple[int,
     return [ctx.tail_scores[layer][:, cols] for layer in range(full.num_layers)]
 
 
+@torch.no_grad()
 def reconstruction_scores(adapter, context: Prefilled, first_prompt: str, next_prompt: str, overlap: int = 8):
     """KVzip's importance (Kim et al. 2025; docs/method.md §8.2): for each block, a user turn asking to repeat the
     context, then the block's own tokens as the answer, after the whole context; the rows see the preamble and the
@@ -213,6 +214,7 @@ def reconstruction_scores(adapter, context: Prefilled, first_prompt: str, next_p
     return [_sink(s, context.sink) for s in scores]
 
 
+@torch.no_grad()
 def input_scores(adapter, context: Prefilled, inputs: Sequence[Example], with_answers: bool = True,
                  batch: int = 32) -> list[torch.Tensor]:  # fmt: skip
     """The attention mass held-out task inputs put on the context: per entry, the softmax attention every token of

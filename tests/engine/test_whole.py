@@ -1,6 +1,6 @@
 """The whole-context path (`emloc.engine.whole`): blocked prefill is the full context's KV, blocks respect their size,
 KVzip's scores are what a direct computation with the stock attention gives, EMLoC-G's size is the smallest rung
-within δ on its tuning inputs, and bad values are one line naming the key."""
+within δ on tuning inputs its ranking did not see, and bad values are one line naming the key."""
 
 import pytest
 import torch
@@ -8,8 +8,10 @@ from transformers.cache_utils import DynamicCache
 
 from emloc.data.base import Example
 from emloc.engine.compress import FullContext
+from emloc.engine.divergence import js_rows
+from emloc.engine.fidelity import answer_logits, answer_row_logits
 from emloc.engine.prompts import Row
-from emloc.engine.whole import Prefilled, reconstruction_scores
+from emloc.engine.whole import Prefilled, input_scores, reconstruction_scores
 from emloc.methods.emloc_g import EMLoCG
 from emloc.methods.kvzip import KVzipPublished
 from tests.conftest import make_demos
@@ -139,3 +141,41 @@ def test_h2o_whole_scores_are_the_column_sums_of_one_stock_forward(llama_eager, 
         direct = att[0].sum(1).view(-1, group, ids.shape[1]).sum(1)
         assert torch.allclose(method.seen[layer], direct, atol=1e-4)
     assert memory.retention == pytest.approx(0.3, abs=0.01) and memory.head_lengths
+
+
+def test_emloc_g_sizes_on_inputs_its_ranking_did_not_see(llama):
+    """Cross-fitted sizing, computed directly: each trial's JS is the larger of (a) the first-token JS of each half of
+    the tuning inputs (read after the prompt alone) on the memory of that size the other half ranked, pooled, and
+    (b) the JS over every teacher-forced answer row on the memory itself, ranked by all the tuning inputs."""
+    demos, probes = make_demos(8), make_demos(6, offset=100)
+    method = EMLoCG(delta=0.02, tuning_inputs=6, block_tokens=64, show_progress=False)
+    memory = method.build(llama, demos, INSTR, probes=probes)
+    context = _prefilled(llama, demos, block=64)
+    r, full = context.renderer, context.memory
+    halves = [probes[0::2], probes[1::2]]
+    ranked, everything = [input_scores(llama, context, h) for h in halves], input_scores(llama, context, probes)
+
+    def logits(fn, m, inputs):
+        return fn(llama, m.prefix(), m.position_offset, r, inputs)
+
+    assert memory.chunks[0].sizing
+    for rung, js in memory.chunks[0].sizing:
+        first = torch.cat([js_rows(logits(answer_logits, method.keep(context, scores, rung), measured),
+                                   logits(answer_logits, full, measured))
+                           for scores, measured in ((ranked[0], halves[1]), (ranked[1], halves[0]))])  # fmt: skip
+        kept = method.keep(context, everything, rung)
+        rows = js_rows(logits(answer_row_logits, kept, probes)[0], logits(answer_row_logits, full, probes)[0])
+        assert js == pytest.approx(max(float(first.mean()), float(rows.mean())), abs=1e-5)
+    chosen = min((rung for rung, js in memory.chunks[0].sizing if js <= 0.02), default=1.0)
+    assert memory.head_lengths == method.keep(context, everything, chosen).head_lengths
+    with pytest.raises(ValueError, match="tuning_inputs must be >= 2, got 1"):
+        EMLoCG(tuning_inputs=1)
+
+
+def test_answer_rows_mark_the_rows_a_prompt_alone_reads(llama):
+    """The first answer row of each teacher-forced input is the row after its prompt: the same logits."""
+    probes, full = make_demos(5, offset=100), FullContext().build(llama, make_demos(4), INSTR)
+    r = llama.renderer(INSTR)
+    rows, first = answer_row_logits(llama, full.prefix(), full.position_offset, r, probes)
+    assert int(first.sum()) == len(probes) and len(rows) > len(probes)
+    assert torch.allclose(rows[first], answer_logits(llama, full.prefix(), full.position_offset, r, probes), atol=1e-4)
