@@ -82,20 +82,21 @@ def frontier_table(sweep: Sweep) -> Table:
 
 def frontier_figure(sweep: Sweep, err: str = "ci95") -> Figure:
     agg = points(sweep)
-    shots = sorted(agg["shots"].unique())
+    shots, methods = sorted(agg["shots"].unique()), list(agg["method"].unique())  # one style per method, every panel
     fig = Figure(figsize=(5.2 * len(shots), 7.5), layout="constrained")
     axes = np.atleast_2d(fig.subplots(2, len(shots), squeeze=False))
     for j, s in enumerate(shots):
         here = agg[agg["shots"] == s]
-        for k, (method, g) in enumerate(here.groupby("method", sort=False)):
-            g = g.sort_values("retention_mean")
+        for method, g in here.groupby("method", sort=False):
+            g, k = g.sort_values("retention_mean"), methods.index(method)
             x = g["retention_mean"].to_numpy(float) * 100
             for i, (m, scale) in enumerate((("heldout_js", 1e3), ("accuracy", 100))):
                 y = g[f"{m}_mean"].to_numpy(float) * scale
                 lo = y - g[f"{m}_ci_low"].to_numpy(float) * scale
                 hi = g[f"{m}_ci_high"].to_numpy(float) * scale - y
                 yerr = np.nan_to_num(np.vstack([lo, hi])) if err != "none" else None
-                axes[i, j].errorbar(x, y, yerr=yerr, marker=MARKERS[k % len(MARKERS)], capsize=2, label=str(method))
+                axes[i, j].errorbar(x, y, yerr=yerr, marker=MARKERS[k % len(MARKERS)], color=f"C{k % 10}", capsize=2,
+                                   label=str(method))  # fmt: skip
             front = g[g["on_frontier"]]
             axes[0, j].scatter(front["retention_mean"] * 100, front["heldout_js_mean"] * 1e3, s=160,
                                facecolors="none", edgecolors="black", zorder=4)  # fmt: skip
@@ -106,6 +107,6 @@ def frontier_figure(sweep: Sweep, err: str = "ci95") -> Figure:
         for i in range(2):
             axes[i, j].set_xlabel("retention (% of the context's KV entries)")
             axes[i, j].grid(alpha=0.3)
-    legend_below(fig, axes[0, 0])
+    legend_below(fig, *axes[0])
     fig.suptitle(f"{sweep.name}: fidelity–retention frontier (ringed: on the frontier; bars: 95 % CI)")
     return fig

@@ -70,10 +70,14 @@ def suptitle(fig: Figure, sweep: Sweep, what: str, err: str | None, spread: str 
     fig.suptitle(f"{what}\n" + " · ".join(about), fontsize=12)
 
 
-def legend_below(fig: Figure, ax) -> None:
-    """One legend for the figure's panels, under them (it never hides a point)."""
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4))
+def legend_below(fig: Figure, *axes) -> None:
+    """One legend for the figure's panels, under them (it never hides a point): each label once, from whichever of
+    `axes` has it."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=min(len(seen), 4))
 
 
 def grid(n: int, width: float, height: float) -> tuple[Figure, list]:

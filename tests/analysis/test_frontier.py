@@ -6,16 +6,20 @@ from emloc.analysis.frame import Sweep
 from emloc.analysis.frontier import frontier_figure, frontier_table, points
 
 
-def sweep() -> Sweep:
-    """Three arms at 64 shots, two seeds each: B dominates C; A and B trade retention for divergence."""
+def sweep(more_shots: tuple[int, ...] = ()) -> Sweep:
+    """Three arms at 64 shots, two seeds each: B dominates C; A and B trade retention for divergence. At each of
+    `more_shots`, B and C alone."""
     grid = {("A", 0.2): (0.20, 0.030), ("A", 0.4): (0.40, 0.010), ("B", 0.3): (0.30, 0.008), ("C", 0.3): (0.35, 0.020),
             ("full", None): (1.0, None)}  # fmt: skip
     rows, fid = [], []
-    for (method, knob), (ret, js) in grid.items():
+    cells = [(64, *cell) for cell in grid.items()] + [
+        (n, *c) for n in more_shots for c in grid.items() if c[0][0] != "A"
+    ]
+    for shots, (method, knob), (ret, js) in cells:
         for seed in (0, 1):
-            sig = f"{method}{knob}{seed}"
+            sig = f"{method}{knob}{seed}{shots}"
             rows.append({"signature": sig, "method": method, "method.keep_ratio": knob, "task.demo_seed": seed,
-                         "task.num_shots": 64, "retention": ret, "heldout_js": js, "accuracy": 0.5,
+                         "task.num_shots": shots, "retention": ret, "heldout_js": js, "accuracy": 0.5,
                          "compresses": method != "full", "uses_demos": True, "searches": False})  # fmt: skip
             if js is not None:
                 fid += [{"signature": sig, "curve": "query", "index": i, "uid": f"f{i}", "js": js * (0.5 + i / 24)}
@@ -36,3 +40,14 @@ def test_frontier_table_and_figure():
     assert list(table.frame["frontier"]).count("✓") == 2 and "[" in table.frame["held-out JS (×10⁻³) [95% CI]"][0]
     fig = frontier_figure(sweep())
     assert len(fig.axes) == 2
+
+
+def test_each_method_keeps_its_style_in_every_panel():
+    """A method absent from one shot count must not shift the others' colours and markers in the next panel."""
+    fig = frontier_figure(sweep(more_shots=(256,)))
+    top = [ax for ax in fig.axes if ax.get_yscale() == "log"]
+    styles = [{bars.get_label(): (bars.lines[0].get_color(), bars.lines[0].get_marker()) for bars in ax.containers}
+              for ax in top]  # fmt: skip
+    assert set(styles[0]) == {"A", "B", "C"} and set(styles[1]) == {"B", "C"}
+    assert all(styles[1][m] == styles[0][m] for m in ("B", "C"))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["A", "B", "C"]
