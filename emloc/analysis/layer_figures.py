@@ -101,7 +101,8 @@ def js_per_layer(sweep: Sweep, err: str) -> Figure:
     for j, g in enumerate(groups):
         per_run = g["rows"].groupby([SEED, "layer"])["js"].mean().unstack(SEED)
         colour = f"C{j}"
-        band(ax, per_run.index, per_run, colour, f"{g['label']} (n={int(g['point']['n'])})", MARKERS[j], err)
+        label = f"{g['label']} (n={int(g['point']['n'])})"
+        band(ax, per_run.index, per_run, colour, label, MARKERS[j % len(MARKERS)], err)
         runs = sweep.runs[sweep.runs["signature"].isin(g["rows"]["signature"])]
         delta = runs["method.js_threshold"].iloc[0] if "method.js_threshold" in runs else None
         if delta is not None and not (isinstance(delta, float) and math.isnan(delta)):
