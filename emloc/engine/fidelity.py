@@ -73,8 +73,9 @@ def divergence(
 
 @torch.no_grad()
 def measure(adapter, memory: TaskMemory, full: TaskMemory, renderer: ChatRenderer, queries: list[Example],
-            per_layer: bool = True) -> Fidelity:  # fmt: skip
-    """JS divergence of `memory` from `full` (one uncompressed pass over the same demonstrations) on `queries`."""
+            per_layer: bool = True, drift: bool = True) -> Fidelity:  # fmt: skip
+    """JS divergence of `memory` from `full` (one uncompressed pass over the same demonstrations) on `queries`;
+    without `drift`, the drift curve holds the finished memory's point only."""
     if full.num_source_tokens != memory.num_source_tokens:
         raise ValueError(
             f"the full-context memory holds {full.num_source_tokens} tokens, the memory {memory.num_source_tokens}: "
@@ -82,12 +83,12 @@ def measure(adapter, memory: TaskMemory, full: TaskMemory, renderer: ChatRendere
         )
     reference = answer_logits(adapter, full.prefix(), full.position_offset, renderer, queries)
     rows = js_rows(answer_logits(adapter, memory.prefix(), memory.position_offset, renderer, queries), reference)
-    drift = []
-    for entries, tokens, offset in memory.chunk_ends()[:-1]:
+    curve = []
+    for entries, tokens, offset in memory.chunk_ends()[:-1] if drift else []:
         ref = answer_logits(adapter, full.prefix([tokens] * full.num_layers), offset, renderer, queries)
         ours = answer_logits(adapter, memory.prefix(entries), offset, renderer, queries)
-        drift.append(float(js_rows(ours, ref).mean()))
-    drift.append(float(rows.mean()))
+        curve.append(float(js_rows(ours, ref).mean()))
+    curve.append(float(rows.mean()))
     layers = []
     if per_layer:
         for layer in range(memory.num_layers):
@@ -95,4 +96,4 @@ def measure(adapter, memory: TaskMemory, full: TaskMemory, renderer: ChatRendere
             mixed[layer] = memory.kv(layer)
             ours = answer_logits(adapter, mixed, memory.position_offset, renderer, queries)
             layers.append(float(js_rows(ours, reference).mean()))
-    return Fidelity(float(rows.mean()), rows.tolist(), drift, layers)
+    return Fidelity(float(rows.mean()), rows.tolist(), curve, layers)

@@ -82,6 +82,7 @@ class EvalConf:
     checkpoint_chunks: bool = True
     fidelity: bool = True  # measure held-out JS on the task's fidelity set (task.heldout.fidelity inputs)
     fidelity_layers: bool = False
+    drift: bool = True  # held-out JS after every chunk of a chunk-wise memory (two passes per chunk)
 
 
 @dataclass

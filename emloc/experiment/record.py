@@ -56,8 +56,9 @@ def fidelity(p: Plan, adapter, memory: TaskMemory, full: TaskMemory | None) -> F
     lossless invariant, tested in tests/engine/test_fidelity.py). `full`: `full_context`."""
     if not p.fidelity_set or full is None:
         return None
-    per_layer = bool(p.cfg.eval.get("fidelity_layers", False))
-    return measure(adapter, memory, full, adapter.renderer(p.task.instruction), p.fidelity_set, per_layer=per_layer)
+    per_layer, drift = bool(p.cfg.eval.get("fidelity_layers", False)), bool(p.cfg.eval.get("drift", True))
+    renderer = adapter.renderer(p.task.instruction)
+    return measure(adapter, memory, full, renderer, p.fidelity_set, per_layer=per_layer, drift=drift)
 
 
 def certify(p: Plan, adapter, memory: TaskMemory, full: TaskMemory | None) -> dict[str, Any]:

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 EXCLUDED_KEYS = ("logger", "paths", "hydra", "tags", "force", "optimized_metric", "local")
 # what is measured about a run's memory, not what the run computes: a finished run is not redone for it
-EXCLUDED_EVAL = ("fidelity", "fidelity_queries", "fidelity_layers")
+EXCLUDED_EVAL = ("fidelity", "fidelity_queries", "fidelity_layers", "drift")
 
 
 def signature(semantic: dict[str, Any], length: int = 12) -> str:

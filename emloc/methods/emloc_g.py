@@ -129,18 +129,23 @@ class EMLoCG(WholeContext):
         - at the answer's first token, what the certificate measures. Cross-fitted, each half's is measured on the
           memory the other half ranked (a prompt-only pass), so no input measures a ranking it chose;
         - with `rows="answers"`, over every row of their teacher-forced answers, on the memory itself: a guard for
-          candidate ranking, which reads every answer token."""
+          candidate ranking, which reads every answer token.
+        Cross-fitted, a rung whose first-token JS already exceeds δ fails whatever the answer rows say: that JS alone
+        is returned and the teacher-forced pass is skipped (the same decisions, fewer passes)."""
         ref, decided = reference
-        ours, _ = self._logits(adapter, self.keep(context, scores, ratio), context, probes)
-        per_row = js_rows(ours, ref)
-        first = per_row[decided]
+        first = None
         if self._folds is not None:
-            first = torch.empty_like(first)
+            first = torch.empty(int(decided.sum()), dtype=ref.dtype, device=ref.device)
             for fold, measured in self._folds:
                 kept = self.keep(context, fold, ratio)
                 logits = answer_logits(adapter, kept.prefix(), kept.position_offset, context.renderer,
                                        [probes[i] for i in measured])  # fmt: skip
-                first[measured] = js_rows(logits, ref[decided][measured])
+                first[measured] = js_rows(logits, ref[decided][measured]).to(first.dtype)
+            if float(first.mean()) > self.delta:
+                return float(first.mean())
+        ours, _ = self._logits(adapter, self.keep(context, scores, ratio), context, probes)
+        per_row = js_rows(ours, ref)
+        first = per_row[decided] if first is None else first
         return max(float(first.mean()), float(per_row.mean()) if self.rows == "answers" else 0.0)
 
     def _logits(self, adapter, memory: TaskMemory, context: Prefilled, inputs: list[Example]):

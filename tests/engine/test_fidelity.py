@@ -31,6 +31,9 @@ def test_drift_point_k_is_the_memory_of_the_first_k_chunks(llama):
                         per_layer=False)  # fmt: skip
         assert f.drift[k - 1] == pytest.approx(alone.heldout_js, rel=1e-4, abs=1e-7)
     assert any(v > 0 for v in f.per_layer)
+    memory, full = method.build(llama, demos, INSTR), FullContext().build(llama, demos, INSTR)
+    finished = measure(llama, memory, full, r, queries, per_layer=False, drift=False)  # eval.drift=false
+    assert finished.drift == [finished.heldout_js] and finished.per_query == pytest.approx(f.per_query)
 
 
 def test_other_demonstrations_are_refused(llama):
