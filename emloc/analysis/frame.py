@@ -114,6 +114,7 @@ class Sweep:
     unfinished: list[str] = field(default_factory=list)  # run folders started but without metrics.json
     command: str | None = None  # how to run what is missing
     outside: list[str] = field(default_factory=list)  # runs of this sweep_name that no grid point asks for: left out
+    grids: dict[str, dict] = field(default_factory=dict)  # per method option, the keys its own grid sets (sweep file)
 
     def status(self) -> str:
         seeds = sorted(int(s) for s in self.runs[SEED].dropna().unique()) if SEED in self.runs else []

@@ -36,8 +36,13 @@ def points(sweep: Sweep) -> pd.DataFrame:
     agg = aggregate(runs, by, per_query=sweep.per_query())
     knobs = [c for c in by if c not in ("method", SHOTS)]
     agg["shots"] = agg[SHOTS] if SHOTS in agg else agg["num_shots_mean"]
-    agg["knob"] = [", ".join(f"{c.split('.')[-1]} = {fmt_value(r[c])}" for c in knobs if pd.notna(r[c]))
-                   for _, r in agg.iterrows()]  # fmt: skip
+    option = dict(zip(runs["method"], runs.get("method_option", runs["method"])))
+
+    def own(method: str, column: str) -> bool:  # with per-method grids, a point names only what its own grid sets
+        return not sweep.grids or column in sweep.grids.get(option.get(method), {})
+
+    agg["knob"] = [", ".join(f"{c.split('.')[-1]} = {fmt_value(r[c])}" for c in knobs if pd.notna(r[c])
+                             and own(r["method"], c)) for _, r in agg.iterrows()]  # fmt: skip
     agg["on_frontier"] = False
     for _, group in agg.groupby("shots"):
         x, y = group["retention_mean"].to_numpy(float), group["heldout_js_mean"].to_numpy(float)

@@ -149,7 +149,7 @@ def load_sweep(output_dir: str | Path | None = "outputs", sweep_name: str = "adh
         root = Path(sweeps_dir) if sweeps_dir else storage.sweeps_dir()
         stem = plan.path.resolve().relative_to(root.resolve()).with_suffix("")
         sweep.command = f"python run.py -m --config-dir {root} --config-name {stem}"
-        sweep.outside = outside
+        sweep.outside, sweep.grids = outside, plan.grids
     if local and out is not None and (out / "runs").is_dir():
         sweep.unfinished = grid.unfinished(out, sweep_name)
         sweep.layer_stats = loading.load_layer_stats(out, list(df["signature"]))

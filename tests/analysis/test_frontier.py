@@ -51,3 +51,18 @@ def test_each_method_keeps_its_style_in_every_panel():
     assert set(styles[0]) == {"A", "B", "C"} and set(styles[1]) == {"B", "C"}
     assert all(styles[1][m] == styles[0][m] for m in ("B", "C"))
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["A", "B", "C"]
+
+
+def test_a_point_names_only_the_knobs_its_own_grid_sets():
+    """With per-method grids, a column another method's grid varies (here `protect_share`, set by C's grid) is not
+    printed as A's or B's knob, although their runs carry a value for it."""
+    s = sweep()
+    s.runs["method.protect_share"] = 0.5
+    s.runs["method_option"] = s.runs["method"].str.lower()
+    s.by = [*s.by, "method.protect_share"]
+    s.grids = {"a": {"method.keep_ratio": []}, "b": {"method.keep_ratio": []},
+               "c": {"method.keep_ratio": [], "method.protect_share": []}}  # fmt: skip
+    knob = dict(zip(points(s)["method"], points(s)["knob"]))
+    assert knob["B"] == "keep_ratio = 0.3" and knob["C"] == "keep_ratio = 0.3, protect_share = 0.5"
+    s.grids = {}  # no sweep file: every grid column is a knob
+    assert dict(zip(points(s)["method"], points(s)["knob"]))["B"] == "keep_ratio = 0.3, protect_share = 0.5"
